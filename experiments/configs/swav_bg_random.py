@@ -1,0 +1,11 @@
+"""SwAV + BG_Random (Ryali et al. 2021): `swav.py` with the BG_Random probability of
+`background_augmentations.PROBABILITIES` (unverified, see that module). Needs masks, e.g.
+  --config.data.data_dir='/data/imagenet_masks/train-*'  (TFRecord shards from relicv2-saliency)
+"""
+
+from experiments.configs import swav
+from experiments.configs.background_augmentations import with_background
+
+
+def get_config():
+    return with_background(swav.get_config(), "bg_random")

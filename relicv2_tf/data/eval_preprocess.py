@@ -1,0 +1,70 @@
+"""Evaluation preprocessing (ReLICv2 appendix B.2, the SimCLR/BYOL linear protocol).
+
+Test: resize the shorter side to 256 with bicubic interpolation, centre crop 224, normalise.
+Linear-eval training: random resized crop (area 8-100 %, aspect 3/4-4/3) to 224 + random flip.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from relicv2_tf.data import normalize
+
+
+def to_unit_float(image):
+    """uint8 [0, 255] -> float32 [0, 1]; floats are taken to be in [0, 1] already."""
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
+
+
+def resize_shorter_side(image, size: int):
+    """Bicubic resize so that min(H, W) == size, keeping the aspect ratio."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
+    new_hw = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
+    new_hw = tf.maximum(new_hw, size)
+    return tf.image.resize(image, new_hw, method="bicubic")
+
+
+def center_crop(image, size: int):
+    shape = tf.shape(image)
+    top = (shape[0] - size) // 2
+    left = (shape[1] - size) // 2
+    return image[top:top + size, left:left + size, :]
+
+
+def preprocess_for_eval(image, image_size: int = 224, resize_size: int = 256):
+    """One decoded image [H, W, 3] (uint8, or float in [0, 1]) -> normalised [S, S, 3] float32.
+
+    The crop ratio image_size / resize_size (224 / 256 = 0.875) is kept for other sizes.
+    """
+    image = to_unit_float(image)
+    image = resize_shorter_side(image, resize_size)
+    image = center_crop(image, image_size)
+    image = tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots
+    image = tf.ensure_shape(image, [image_size, image_size, 3])
+    return normalize.normalize_images(image)
+
+
+def preprocess_for_linear_train(image, seed, image_size: int = 224,
+                                area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)):
+    """Random resized crop + horizontal flip, stateless under `seed` (shape [2] int)."""
+    image = to_unit_float(image)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seeds[0],
+        min_object_covered=0.0,
+        aspect_ratio_range=aspect_ratio_range,
+        area_range=area_range,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.slice(image, begin, size)
+    image = tf.image.resize(image, [image_size, image_size], method="bicubic")
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return normalize.normalize_images(image)

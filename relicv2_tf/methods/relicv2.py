@@ -1,0 +1,61 @@
+"""ReLICv2 (Tomasev et al. 2022): multi-view ReLIC with saliency-masked large views.
+
+Per step: L large views go through the online network and the EMA target network, S small
+views through the online network only; the loss averages the ReLIC pair loss over every
+(anchor, target) pair with anchor != target (eq. 4); LARS updates the online network; the target
+follows by EMA. Saliency masking happens in the data pipeline (relicv2_tf/data/views.py).
+BatchNorm statistics are computed over all views of one resolution on a replica together (one
+forward pass per resolution, as in multi-crop implementations), synchronised across replicas
+when `model.synchronized_bn` is set.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from relicv2_tf import losses
+from relicv2_tf.methods import base
+
+
+class ReLICv2(base.SelfSupervisedModel):
+    def __init__(self, model_config, loss_config, *, total_steps, base_target_ema=0.996,
+                 seed=0, **kwargs):
+        super().__init__(model_config, total_steps=total_steps, base_target_ema=base_target_ema,
+                         use_predictor=True, seed=seed, **kwargs)
+        self.temperature = loss_config.temperature
+        self.alpha = loss_config.alpha
+        self.num_negatives = None if loss_config.num_negatives < 0 else loss_config.num_negatives
+        self.declare_metrics(["loss", "contrastive", "invariance", "learning_rate", "target_ema"])
+
+    def online_embeddings(self, views):
+        x = self.online_encoder(base.views_to_batch(views), training=True)
+        return self.online_predictor(self.online_projector(x, training=True), training=True)
+
+    def target_embeddings(self, views):
+        x = self.target_encoder(base.views_to_batch(views), training=True)
+        return tf.stop_gradient(self.target_projector(x, training=True))
+
+    def train_step(self, data):
+        large, small = data["large"], data.get("small")
+        num_large = large.shape[1]
+        num_small = 0 if small is None else small.shape[1]
+        replica_id, num_replicas = base.replica_info()
+        local_batch = tf.shape(large)[0]
+
+        targets = base.split_views(self.target_embeddings(large), num_large)
+        with tf.GradientTape() as tape:
+            online = base.split_views(self.online_embeddings(large), num_large)
+            if num_small:
+                online += base.split_views(self.online_embeddings(small), num_small)
+            terms = losses.relicv2_loss(
+                online, targets, num_large=num_large, temperature=self.temperature,
+                alpha=self.alpha, num_negatives=self.num_negatives, seed=self.step_seed(),
+                global_batch_size=int(large.shape[0]) * num_replicas,
+                online_views_all=[base.gather(o) for o in online],
+                target_views_all=[base.gather(t) for t in targets],
+                row_offset=replica_id * local_batch)
+        learning_rate = self.optimizer.learning_rate
+        self.apply_loss(tape, terms["loss"])
+        ema = self.target_ema()
+        self.update_target(ema)
+        return self.track(terms, {"learning_rate": learning_rate, "target_ema": ema})

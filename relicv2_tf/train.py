@@ -1,0 +1,133 @@
+"""The pretraining driver: config -> strategy, data, method, optimizer -> checkpoints + encoder.
+
+Resumable by construction: Keras' "epochs" are checkpoint intervals of
+`training.checkpoint_every_steps` steps; a checkpoint (model, target, optimizer state and step)
+is written at the end of each interval with tf.train.CheckpointManager (TF writes checkpoint
+files under temporary names and atomically replaces the `checkpoint` index, so a crash leaves the
+previous checkpoint intact). A rerun with the same workdir restores the latest checkpoint and
+continues from its step; the input pipeline is reseeded with the restored step so resumed runs do
+not replay the same augmentations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from relicv2_tf import config as config_lib
+from relicv2_tf import distribute
+from relicv2_tf.data import sources, views
+from relicv2_tf.methods import build_method
+from relicv2_tf.models import encoder_io
+from relicv2_tf.optim import lars, schedules
+
+
+def total_steps(config, num_examples: int) -> int:
+    if config.training.max_steps > 0:
+        return int(config.training.max_steps)
+    return max(1, config.training.num_epochs * num_examples // config.training.batch_size)
+
+
+def make_optimizer(config, steps: int, steps_per_epoch: int):
+    o = config.optimizer
+    base_lr = o.base_learning_rate * config.training.batch_size / 256
+    schedule = schedules.WarmupCosine(base_lr, steps, int(o.warmup_epochs * steps_per_epoch))
+    optimizer = lars.LARS(
+        schedule, momentum=o.momentum, weight_decay=o.weight_decay, eeta=o.eeta,
+        nesterov=o.nesterov, exclude_from_weight_decay=o.exclude_from_weight_decay,
+        exclude_from_layer_adaptation=o.exclude_from_layer_adaptation)
+    if config.training.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+class CheckpointEveryInterval(keras.callbacks.Callback):
+    """Saves model + optimizer at the end of each interval and the final encoder directory."""
+
+    def __init__(self, manager, encoder_dir, model_config, steps):
+        super().__init__()
+        self.manager = manager
+        self.encoder_dir = encoder_dir
+        self.model_config = model_config
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self):
+        step = int(self.model.optimizer.iterations)
+        if any(path.endswith(f"-{step}") for path in self.manager.checkpoints):
+            return  # this step is saved already (final save after the last interval)
+        self.manager.save(checkpoint_number=step)
+        encoder_io.save_encoder(self.model.online_encoder, self.model_config, self.encoder_dir)
+
+
+def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: int = 1):
+    """Pretrains `config.method` and returns {"steps", "encoder_dir", "history", "seconds"}."""
+    config_lib.validate(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    per_replica = distribute.per_replica_batch_size(config.training.batch_size, strategy)
+    if config.training.mixed_precision:
+        keras.mixed_precision.set_global_policy(config.training.mixed_precision)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+    num_examples = sources.num_examples(config.data)
+    steps_per_epoch = max(1, num_examples // config.training.batch_size)
+    steps = total_steps(config, num_examples)
+    interval = max(1, min(config.training.checkpoint_every_steps, steps))
+
+    with strategy.scope():
+        model = build_method(config, total_steps=steps)
+        model.compile(optimizer=make_optimizer(config, steps, steps_per_epoch),
+                      steps_per_execution=config.training.steps_per_execution,
+                      jit_compile=config.training.jit_compile)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(workdir, "checkpoints"),
+            max_to_keep=config.training.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start_step = int(model.optimizer.iterations)
+    if start_step:
+        logging.info("Resumed from %s at step %d / %d.", manager.latest_checkpoint,
+                     start_step, steps)
+        if verbose:
+            print(f"Resumed from {manager.latest_checkpoint} at step {start_step}/{steps}.")
+
+    def dataset_fn(input_context):
+        return views.pretrain_dataset(config.data, batch_size=per_replica,
+                                      seed=config.seed + start_step, input_context=input_context)
+
+    encoder_dir = os.path.join(workdir, "encoder")
+    saver = CheckpointEveryInterval(manager, encoder_dir, config.model, steps)
+    started = time.time()
+    history = {}
+    if start_step < steps:
+        dataset = strategy.distribute_datasets_from_function(dataset_fn)
+        # Extra callbacks (e.g. evaluation.knn.KNNMonitor) first, so that what they add to the
+        # logs reaches TensorBoard.
+        callbacks = [*extra_callbacks, saver, keras.callbacks.TensorBoard(
+            os.path.join(workdir, "tensorboard"), update_freq=config.training.log_every_steps)]
+        result = model.fit(dataset, epochs=-(-steps // interval),
+                           initial_epoch=start_step // interval, steps_per_epoch=interval,
+                           callbacks=callbacks, verbose=verbose)
+        history = result.history
+    saver.set_model(model)
+    saver.save()
+    summary = {"steps": int(model.optimizer.iterations), "encoder_dir": encoder_dir,
+               "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+               "seconds": time.time() - started}
+    with open(os.path.join(workdir, "pretrain_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return model, summary

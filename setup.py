@@ -1,0 +1,31 @@
+"""relicv2_tf: ReLICv2 and background-invariant self-supervised pretraining in TensorFlow/Keras 3."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements(name):
+    lines = (HERE / name).read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+ENTRY_POINTS = {
+    "relicv2-pretrain": "relicv2_tf.cli.pretrain:run",
+}
+
+setup(
+    name="relicv2_tf",
+    version="0.1.0",
+    description="ReLICv2 self-supervised ResNet pretraining with background invariance (TF/Keras 3)",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["relicv2_tf", "relicv2_tf.*", "experiments", "experiments.*"]),
+    install_requires=requirements("requirements.txt"),
+    extras_require={"test": requirements("requirements-test.txt")},
+    entry_points={"console_scripts": [f"{k}={v}" for k, v in ENTRY_POINTS.items()]},
+    license="Apache-2.0",
+)
