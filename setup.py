@@ -14,6 +14,8 @@ def requirements(name):
 
 ENTRY_POINTS = {
     "relicv2-pretrain": "relicv2_tf.cli.pretrain:run",
+    "relicv2-export": "relicv2_tf.cli.export:main",
+    "relicv2-client": "relicv2_tf.cli.serving_client:main",
 }
 
 setup(
@@ -25,7 +27,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["relicv2_tf", "relicv2_tf.*", "experiments", "experiments.*"]),
     install_requires=requirements("requirements.txt"),
-    extras_require={"test": requirements("requirements-test.txt")},
+    extras_require={"test": [r for r in requirements("requirements-test.txt") if not r.startswith("-r")],
+                    "serving": requirements("requirements-serving.txt")},
     entry_points={"console_scripts": [f"{k}={v}" for k, v in ENTRY_POINTS.items()]},
     license="Apache-2.0",
 )

@@ -11,6 +11,14 @@ import tensorflow as tf
 from relicv2_tf.data import normalize
 
 
+EVAL_CROP_RATIO = 224 / 256  # centre crop / resized shorter side of the standard protocol
+
+
+def eval_resize_size(image_size: int) -> int:
+    """Shorter-side resize for a centre crop of `image_size` (256 for 224, ratio kept otherwise)."""
+    return int(round(image_size / EVAL_CROP_RATIO))
+
+
 def to_unit_float(image):
     """uint8 [0, 255] -> float32 [0, 1]; floats are taken to be in [0, 1] already."""
     if image.dtype == tf.uint8:
@@ -35,17 +43,21 @@ def center_crop(image, size: int):
     return image[top:top + size, left:left + size, :]
 
 
-def preprocess_for_eval(image, image_size: int = 224, resize_size: int = 256):
-    """One decoded image [H, W, 3] (uint8, or float in [0, 1]) -> normalised [S, S, 3] float32.
-
-    The crop ratio image_size / resize_size (224 / 256 = 0.875) is kept for other sizes.
-    """
+def eval_geometry(image, image_size: int = 224, resize_size: int | None = None):
+    """Resize the shorter side (bicubic) + centre crop; [H, W, 3] -> [S, S, 3] float in [0, 1]."""
     image = to_unit_float(image)
-    image = resize_shorter_side(image, resize_size)
+    image = resize_shorter_side(image, resize_size or eval_resize_size(image_size))
     image = center_crop(image, image_size)
     image = tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots
-    image = tf.ensure_shape(image, [image_size, image_size, 3])
-    return normalize.normalize_images(image)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def preprocess_for_eval(image, image_size: int = 224, resize_size: int | None = 256):
+    """One decoded image [H, W, 3] (uint8, or float in [0, 1]) -> normalised [S, S, 3] float32.
+
+    resize_size=None keeps the protocol's crop ratio 224 / 256 for other image sizes.
+    """
+    return normalize.normalize_images(eval_geometry(image, image_size, resize_size))
 
 
 def preprocess_for_linear_train(image, seed, image_size: int = 224,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relicv2_tf.data import sources
+from relicv2_tf.data import eval_preprocess, sources
 from relicv2_tf.evaluation import knn, linear
 from relicv2_tf.models import encoder_io
 
@@ -22,7 +22,7 @@ def _features(encoder, data_config, split, image_size, max_examples, batch_size=
     if max_examples > 0:
         examples = examples.take(max_examples)
     examples = examples.map(lambda e: (e["image"], e["label"]))
-    resize_size = int(round(image_size / 0.875))
+    resize_size = eval_preprocess.eval_resize_size(image_size)
     feats, labels = [], []
     for images, batch_labels in linear.eval_batches(examples, batch_size, image_size,
                                                     resize_size):
