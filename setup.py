@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "relicv2-pretrain": "relicv2_tf.cli.pretrain:run",
     "relicv2-export": "relicv2_tf.cli.export:main",
     "relicv2-client": "relicv2_tf.cli.serving_client:main",
+    "relicv2-import": "relicv2_tf.cli.import_checkpoint:main",
 }
 
 setup(

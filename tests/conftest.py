@@ -11,6 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: large Keras builds (~7 s each); deselect with -m 'not slow'")
+
+
 def tiny_config(**overrides):
     """A ReLICv2 config small enough for a CPU test: ResNet-18/4 at 32 px, 2+1 views."""
     from relicv2_tf import config as config_lib
