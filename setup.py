@@ -17,6 +17,13 @@ ENTRY_POINTS = {
     "relicv2-export": "relicv2_tf.cli.export:main",
     "relicv2-client": "relicv2_tf.cli.serving_client:main",
     "relicv2-import": "relicv2_tf.cli.import_checkpoint:main",
+    "relicv2-linear-eval": "relicv2_tf.cli.linear_eval:run",
+    "relicv2-finetune": "relicv2_tf.cli.finetune:run",
+    "relicv2-transfer": "relicv2_tf.cli.transfer:run",
+    "relicv2-robustness": "relicv2_tf.cli.robustness:run",
+    "relicv2-backgrounds": "relicv2_tf.cli.backgrounds:run",
+    "relicv2-supervised": "relicv2_tf.cli.supervised:run",
+    "relicv2-analysis": "relicv2_tf.cli.analysis:run",
 }
 
 setup(

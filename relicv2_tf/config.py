@@ -83,6 +83,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     train.steps_per_execution = 1
     train.jit_compile = False
     train.mixed_precision = ""  # "" | mixed_bfloat16 | mixed_float16
+    train.synthetic_data = False  # constant random views instead of data.source: the model alone
     return config
 
 

@@ -33,6 +33,19 @@ def total_steps(config, num_examples: int) -> int:
     return max(1, config.training.num_epochs * num_examples // config.training.batch_size)
 
 
+def synthetic_views_dataset(data_config, batch_size: int, seed: int = 0) -> tf.data.Dataset:
+    """One batch of random views with the shapes of `views.pretrain_dataset`, repeated forever
+    (`training.synthetic_data`, benchmarks): times the train step without the input pipeline."""
+    def views_of(num_views, size, salt):
+        return tf.random.stateless_normal([batch_size, num_views, size, size, 3], [seed, salt])
+
+    element = {"large": views_of(data_config.num_large_views, data_config.image_size, 0),
+               "label": tf.zeros([batch_size], tf.int32)}
+    if data_config.num_small_views > 0:
+        element["small"] = views_of(data_config.num_small_views, data_config.small_image_size, 1)
+    return tf.data.Dataset.from_tensors(element).repeat()
+
+
 def make_optimizer(config, steps: int, steps_per_epoch: int):
     o = config.optimizer
     base_lr = o.base_learning_rate * config.training.batch_size / 256
@@ -106,6 +119,9 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
             print(f"Resumed from {manager.latest_checkpoint} at step {start_step}/{steps}.")
 
     def dataset_fn(input_context):
+        if config.training.synthetic_data:
+            return synthetic_views_dataset(config.data, per_replica,
+                                           seed=config.seed + input_context.input_pipeline_id)
         return views.pretrain_dataset(config.data, batch_size=per_replica,
                                       seed=config.seed + start_step, input_context=input_context)
 

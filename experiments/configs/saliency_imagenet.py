@@ -76,4 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
     evaluate.num_images = 1000
     evaluate.image_size = 128
     evaluate.train_fraction = 0.5
+    evaluate.encoder_dir = ""  # features for the check; "" = colour/texture histograms
+    evaluate.threshold_factor = 1.0  # foreground = map >= factor x its mean (2.0: F-beta's)
     return config

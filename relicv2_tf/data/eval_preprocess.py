@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from relicv2_tf.data import normalize
+from relicv2_tf.data import augment, normalize
 
 
 EVAL_CROP_RATIO = 224 / 256  # centre crop / resized shorter side of the standard protocol
@@ -62,21 +62,10 @@ def preprocess_for_eval(image, image_size: int = 224, resize_size: int | None = 
 
 def preprocess_for_linear_train(image, seed, image_size: int = 224,
                                 area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)):
-    """Random resized crop + horizontal flip, stateless under `seed` (shape [2] int)."""
-    image = to_unit_float(image)
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        seed=seeds[0],
-        min_object_covered=0.0,
-        aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    image = tf.slice(image, begin, size)
-    image = tf.image.resize(image, [image_size, image_size], method="bicubic")
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-    image = tf.clip_by_value(image, 0.0, 1.0)
+    """Random resized crop (bicubic, log-uniform aspect) + horizontal flip, stateless under `seed`
+    (shape [2] int); the same ops as the pretraining views (`augment`)."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = augment.random_resized_crop(image, crop_seed, image_size, area_range,
+                                        aspect_ratio_range)
+    image = augment.random_flip(image, flip_seed)
     return normalize.normalize_images(image)

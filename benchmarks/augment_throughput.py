@@ -1,0 +1,147 @@
+"""Throughput of the pretraining input pipeline: source images/s producing 4x224 + 2x96 views.
+
+Runs, in the same process and on the same Imagenette JPEGs, (a) `relicv2_tf.data.views` and
+(b) the same augmentations written with Keras preprocessing layers (as close as Keras allows:
+RandomZoom+Resizing for the random resized crop, RandomFlip, RandomColorJitter (fixed order, no
+p=0.8), RandomGrayscale, RandomGaussianBlur, Solarization applied to every odd view), and prints
+one JSON object. "Per core" = images / CPU-seconds used by this process (user + system, all
+threads), which does not depend on how busy the shared machine is; wall-clock rates are also given.
+
+    python benchmarks/augment_throughput.py [--num_images 320] [--data_dir ../shared/data/imagenette]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from relicv2_tf import config as config_lib  # noqa: E402
+from relicv2_tf.data import augment, normalize, sources, views  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
+
+
+def data_config(data_dir, num_images):
+    config = config_lib.get_default_config().data
+    config.source = "image_folder"
+    config.data_dir = str(data_dir)
+    config.split = "train"
+    config.num_examples = num_images
+    config.shuffle_buffer = 256
+    config.image_size, config.small_image_size = 224, 96
+    config.num_large_views, config.num_small_views = 4, 2
+    return config
+
+
+def relicv2_pipeline(config, batch_size):
+    return views.pretrain_dataset(config, batch_size=batch_size, seed=0, repeat=False)
+
+
+def keras_view_model(size, params, seed):
+    """Keras preprocessing layers closest to one view of Table 16."""
+    # Zoom-in by z on both sides keeps a (1 - z)^2 fraction of the area: map the area range.
+    max_zoom = 1.0 - math.sqrt(params.crop_area_range[0])
+    min_zoom = 1.0 - math.sqrt(params.crop_area_range[1])
+    layers = [
+        keras.layers.RandomZoom(height_factor=(-max_zoom, -min_zoom),
+                                width_factor=(-max_zoom, -min_zoom), fill_mode="reflect",
+                                seed=seed),
+        keras.layers.Resizing(size, size, interpolation="bicubic"),
+        keras.layers.RandomFlip("horizontal", seed=seed + 1),
+        keras.layers.RandomColorJitter(value_range=(0, 1), brightness_factor=params.brightness,
+                                       contrast_factor=params.contrast,
+                                       saturation_factor=params.saturation,
+                                       hue_factor=params.hue, seed=seed + 2),
+        keras.layers.RandomGrayscale(factor=params.grayscale_prob, seed=seed + 3),
+        keras.layers.RandomGaussianBlur(factor=params.blur_prob,
+                                        kernel_size=2 * augment.blur_kernel_radius(size) + 1,
+                                        sigma=params.blur_sigma_range, value_range=(0, 1),
+                                        seed=seed + 4),
+    ]
+    if params.solarize_prob > 0:
+        layers.append(keras.layers.Solarization(threshold_factor=(params.solarize_threshold,
+                                                                  params.solarize_threshold),
+                                                value_range=(0, 1), seed=seed + 5))
+    return keras.Sequential(layers)
+
+
+def keras_pipeline(config, batch_size):
+    source = sources.make_source(config, seed=0)
+    large = [keras_view_model(224, augment.view_augmentation(i, "large"), 10 * i)
+             for i in range(4)]
+    small = [keras_view_model(96, augment.view_augmentation(j, "small"), 100 + 10 * j)
+             for j in range(2)]
+
+    def make(batch):
+        images = tf.cast(batch["image"], tf.float32) / 255.0
+        out = {"large": tf.stack([normalize.normalize_images(m(images, training=True))
+                                  for m in large], axis=1),
+               "small": tf.stack([normalize.normalize_images(m(images, training=True))
+                                  for m in small], axis=1),
+               "label": batch["label"], "id": batch["id"]}
+        return out
+
+    dataset = source.map(lambda e: {"image": tf.image.resize(e["image"], [224, 224]),
+                                    "label": e["label"], "id": e["id"]},
+                         num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def measure(dataset, batch_size):
+    """Iterates once; the first batch (graph tracing, warm-up) is not timed."""
+    iterator = iter(dataset)
+    first = next(iterator)
+    assert first["large"].shape[1:] == (4, 224, 224, 3), first["large"].shape
+    assert first["small"].shape[1:] == (2, 96, 96, 3), first["small"].shape
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    count = 0
+    for _ in iterator:
+        count += batch_size
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"images": count, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            "images_per_second_wall": round(count / wall, 1),
+            "images_per_cpu_core_second": round(count / cpu, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default=str(DEFAULT_DATA))
+    parser.add_argument("--num_images", type=int, default=320)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--skip_keras", action="store_true", help="only time relicv2_tf")
+    args = parser.parse_args()
+    if not pathlib.Path(args.data_dir).is_dir():
+        raise SystemExit(f"--data_dir={args.data_dir} does not exist (Imagenette ImageFolder root).")
+    config = data_config(args.data_dir, args.num_images + args.batch_size)
+    result = {"benchmark": "augment_throughput", "views": "4x224 + 2x96",
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+              "tensorflow": tf.__version__, "keras": keras.__version__}
+    result["relicv2_tf"] = measure(relicv2_pipeline(config, args.batch_size), args.batch_size)
+    if args.skip_keras:
+        print(json.dumps(result, indent=1))
+        return
+    result["keras_layers"] = measure(keras_pipeline(config, args.batch_size), args.batch_size)
+    result["ratio_per_cpu_core"] = round(
+        result["relicv2_tf"]["images_per_cpu_core_second"]
+        / result["keras_layers"]["images_per_cpu_core_second"], 2)
+    result["ratio_wall"] = round(result["relicv2_tf"]["images_per_second_wall"]
+                                 / result["keras_layers"]["images_per_second_wall"], 2)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""SwAV (Caron et al. 2020): swapped prediction of online Sinkhorn codes, with multi-crop.
+
+Per step: the L large and S small crops go through the online encoder and projector (one pass per
+resolution), are L2-normalised and scored against K prototypes (rows of a [K, D] weight matrix,
+L2-normalised in the forward pass). For each large crop (`code_views`) the Sinkhorn-Knopp codes
+(epsilon, 3 iterations) are computed over the global batch, with the queue's stored embeddings
+in front once the queue is full; every other crop predicts them through a softmax at
+`temperature` (eq. 1-2). No target network.
+Schedule details of the paper: the prototypes receive no gradient for the first
+`freeze_prototypes_steps` steps (zeroed gradient; weight decay then only rescales the matrix,
+which the forward normalisation removes); the queue (`queue_size` embeddings per code view,
+identical on every replica, each replica using its own block in Sinkhorn) starts filling at step
+`queue_start_steps` and is used once full.
+Background augmentations act in the data pipeline; BG_Swaps only changes the second large view
+(SwAV has no negatives), so the batch's `hard_negative` is ignored.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from relicv2_tf import losses
+from relicv2_tf.methods import base
+from relicv2_tf.methods.moco_v2 import enqueue
+from relicv2_tf.methods.simclr import online_projections
+
+
+def all_reduce_sum(x):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+class SwAV(base.SelfSupervisedModel):
+    def __init__(self, model_config, loss_config, *, total_steps, seed=0, **kwargs):
+        super().__init__(model_config, total_steps=total_steps, base_target_ema=None,
+                         use_predictor=False, seed=seed, **kwargs)
+        self.temperature = loss_config.temperature
+        self.epsilon = loss_config.epsilon
+        self.sinkhorn_iterations = loss_config.sinkhorn_iterations
+        self.code_views = tuple(loss_config.code_views)
+        self.queue_size = loss_config.queue_size
+        self.queue_start_steps = loss_config.queue_start_steps
+        self.freeze_prototypes_steps = loss_config.freeze_prototypes_steps
+        dim = model_config.projector_output_dim
+        self.prototypes = self.add_weight(
+            shape=(loss_config.num_prototypes, dim), name="prototypes", trainable=True,
+            initializer=keras.initializers.GlorotUniform(seed=self.seed))
+        self.queue = None
+        if self.queue_size:
+            self.queue = self.add_weight(shape=(len(self.code_views), self.queue_size, dim),
+                                         initializer="zeros", trainable=False, name="queue")
+        self.declare_metrics(["loss", "learning_rate", "queue_in_use"])
+
+    def online_variables(self):
+        return super().online_variables() + [self.prototypes]
+
+    def apply_loss(self, tape, loss):
+        """As the base class, with the prototypes' gradient zeroed while they are frozen."""
+        variables = self.online_variables()
+        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+        frozen = self.optimizer.iterations < self.freeze_prototypes_steps
+        grads[-1] = tf.where(frozen, tf.zeros_like(grads[-1]), grads[-1])
+        self.optimizer.apply_gradients(zip(grads, variables))
+
+    def codes(self, scores, view, prototypes, queue_weight):
+        """Sinkhorn codes [b, K] of one code view, with this replica's block of the queue."""
+        if self.queue is None:
+            return losses.sinkhorn_knopp(scores, epsilon=self.epsilon,
+                                         num_iters=self.sinkhorn_iterations,
+                                         all_reduce_sum=all_reduce_sum)
+        replica_id, num_replicas = base.replica_info()
+        block = self.queue_size // num_replicas
+        stored = self.queue.value[view, replica_id * block:(replica_id + 1) * block]
+        stored_scores = tf.matmul(stored, prototypes, transpose_b=True)
+        weight = tf.concat([tf.fill([block], queue_weight), tf.ones([tf.shape(scores)[0]])], 0)
+        codes = losses.sinkhorn_knopp(tf.concat([stored_scores, scores], axis=0),
+                                      epsilon=self.epsilon, num_iters=self.sinkhorn_iterations,
+                                      sample_weight=weight, all_reduce_sum=all_reduce_sum)
+        return codes[block:]
+
+    def update_queue(self, embeddings, active):
+        """Enqueues the gathered code-view embeddings [V_code, B, D] on every replica."""
+        def merge_fn(strategy, embeddings, active):
+            strategy.extended.update(
+                self.queue.value, lambda q, e, a: q.assign(tf.where(a, tf.stack(
+                    [enqueue(q[i], e[i]) for i in range(len(self.code_views))]), q)),
+                args=(embeddings, active), group=False)
+
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None:
+            merge_fn(tf.distribute.get_strategy(), embeddings, active)
+        else:
+            ctx.merge_call(merge_fn, args=(embeddings, active))
+
+    def train_step(self, data):
+        large, small = data["large"], data.get("small")
+        num_large = large.shape[1]
+        num_small = 0 if small is None else small.shape[1]
+        _, num_replicas = base.replica_info()
+        global_batch = int(large.shape[0]) * num_replicas
+        step = self.optimizer.iterations
+        queue_in_use = tf.cast(
+            step >= self.queue_start_steps + -(-self.queue_size // global_batch), tf.float32)
+
+        with tf.GradientTape() as tape:
+            prototypes = losses.l2_normalize(self.prototypes)
+            embeddings = base.split_views(
+                losses.l2_normalize(online_projections(self, base.views_to_batch(large))),
+                num_large)
+            if num_small:
+                embeddings += base.split_views(losses.l2_normalize(
+                    online_projections(self, base.views_to_batch(small))), num_small)
+            scores = [tf.matmul(z, prototypes, transpose_b=True) for z in embeddings]
+            codes = {v: self.codes(scores[v], i, prototypes, queue_in_use)
+                     for i, v in enumerate(self.code_views)}
+            loss = losses.swav_loss(scores, codes, temperature=self.temperature,
+                                    code_views=self.code_views, global_batch_size=global_batch)
+        learning_rate = self.optimizer.learning_rate
+        if self.queue is not None:
+            stored = tf.stack([base.gather(embeddings[v]) for v in self.code_views])
+            self.update_queue(stored, step >= self.queue_start_steps)
+        self.apply_loss(tape, loss)
+        return self.track({"loss": loss}, {"learning_rate": learning_rate,
+                                           "queue_in_use": queue_in_use})

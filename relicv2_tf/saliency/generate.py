@@ -1,0 +1,174 @@
+"""Dataset-scale mask generation: the trained saliency network over an ImageFolder -> TFRecords.
+
+Each example is written with `data.tfrecord_format.encode_example`: `image` = the original
+encoded file bytes (never re-encoded), `mask` = PNG uint8 [H, W] at the image's own size,
+`label` = index of the class folder (sorted names; -1 when the root has no class folders),
+`id` = the path relative to the root with "/" separators (e.g. "n01440764/n01440764_10026.JPEG"),
+which is how the data pipeline joins masks to images.
+
+Sharding: the sorted file list is split into `num_shards` shards, shard i holding examples
+i::num_shards (so every shard mixes classes). Worker w of N writes shards w::N, so N workers
+(processes or machines) write disjoint files. Each shard is written to a temporary name and
+renamed when complete, so a finished shard is never partial, and a rerun skips shards that
+already exist: kill a worker at any moment and start it again.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import time
+
+import numpy as np
+import tqdm
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def list_image_folder(root: str) -> list:
+    """[(path, label, id)] sorted; class folders give labels, images directly in root get -1."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist (expected an ImageFolder "
+                                "root such as ../shared/data/imagenette/train).")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    entries = []
+    for label, name in enumerate(classes):
+        for path in sorted(glob.glob(os.path.join(root, name, "*"))):
+            if path.lower().endswith(IMAGE_EXTENSIONS):
+                entries.append((path, label, f"{name}/{os.path.basename(path)}"))
+    for path in sorted(glob.glob(os.path.join(root, "*"))):
+        if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
+            entries.append((path, -1, os.path.basename(path)))
+    if not entries:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root!r}.")
+    return entries
+
+
+def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
+    """Encoded bytes -> uint8 RGB [H, W, 3] (greyscale, palette, CMYK and RGBA converted)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception as error:  # PIL raises several types for corrupt files
+        raise ValueError(f"cannot decode {name}: {error}") from error
+
+
+def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """Square resize (whole image, no crop: the mask must cover every pixel), bilinear."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
+    resized = Image.fromarray(np.asarray(saliency, np.float32), mode="F").resize(
+        (width, height), Image.BILINEAR)
+    return np.clip(np.asarray(resized), 0.0, 1.0)
+
+
+def load_resized(path: str, size: int) -> np.ndarray:
+    with open(path, "rb") as f:
+        return resize_uint8(decode_rgb(f.read(), path), size)
+
+
+# ------------------------------------------------------------------------------ sharding
+def shard_path(output_dir: str, prefix: str, index: int, num_shards: int) -> str:
+    return os.path.join(output_dir, f"{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord")
+
+
+def shard_indices(num_examples: int, num_shards: int, index: int) -> np.ndarray:
+    return np.arange(index, num_examples, num_shards)
+
+
+def worker_shards(num_shards: int, num_workers: int, worker_index: int) -> list:
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker_index must be in [0, num_workers={num_workers}), got "
+                         f"{worker_index}.")
+    return list(range(worker_index, num_shards, num_workers))
+
+
+def write_shard(entries: list, predict_fn, path: str, image_size: int, batch_size: int,
+                progress_bar=None) -> int:
+    """Masks for `entries` [(path, label, id)] written to `path` atomically; returns the count.
+
+    `predict_fn(uint8 [B, S, S, 3]) -> float [B, S, S]` in [0, 1]."""
+    import tensorflow as tf
+
+    from relicv2_tf.data import tfrecord_format
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for start in range(0, len(entries), batch_size):
+            batch = entries[start:start + batch_size]
+            raw, decoded = [], []
+            for file_path, _, _ in batch:
+                with open(file_path, "rb") as f:
+                    raw.append(f.read())
+                decoded.append(decode_rgb(raw[-1], file_path))
+            maps = predict_fn(np.stack([resize_uint8(im, image_size) for im in decoded]))
+            for (file_path, label, example_id), data, image, saliency in zip(
+                    batch, raw, decoded, maps):
+                mask = resize_map(saliency, *image.shape[:2])
+                writer.write(tfrecord_format.encode_example(
+                    data, example_id, label, tfrecord_format.encode_mask_png(mask)))
+            if progress_bar is not None:
+                progress_bar.update(len(batch))
+    os.replace(tmp, path)
+    return len(entries)
+
+
+def generate_masks(root: str, output_dir: str, predict_fn, image_size: int, *,
+                   num_shards: int, num_workers: int = 1, worker_index: int = 0,
+                   batch_size: int = 64, prefix: str = "masks", progress: bool = True) -> dict:
+    """Writes this worker's shards of `root` under `output_dir`; skips finished shards."""
+    entries = list_image_folder(root)
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+    os.makedirs(output_dir, exist_ok=True)
+    shards = worker_shards(num_shards, num_workers, worker_index)
+    todo = [s for s in shards if not os.path.exists(shard_path(output_dir, prefix, s, num_shards))]
+    total = sum(len(shard_indices(len(entries), num_shards, s)) for s in todo)
+    start = time.time()
+    written = 0
+    with tqdm.tqdm(total=total, desc=f"masks {prefix} (worker {worker_index})", unit="img",
+                   disable=not progress) as bar:
+        for shard in todo:
+            path = shard_path(output_dir, prefix, shard, num_shards)
+            for stale in glob.glob(path + ".tmp-*"):  # left by a killed run
+                os.remove(stale)
+            shard_entries = [entries[i] for i in shard_indices(len(entries), num_shards, shard)]
+            written += write_shard(shard_entries, predict_fn, path, image_size, batch_size, bar)
+    return {"root": root, "num_examples": len(entries), "num_shards": num_shards,
+            "shards_of_worker": len(shards), "shards_skipped": len(shards) - len(todo),
+            "examples_written": written, "seconds": round(time.time() - start, 2)}
+
+
+# ------------------------------------------------------------------------------ figure
+def save_figure(path: str, images, prior_maps: dict, network_maps, max_samples: int = 4) -> str:
+    """Rows: samples; columns: image, each prior, the network's refined mask. Small PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(prior_maps)
+    rows = min(max_samples, len(images))
+    cols = 2 + len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    titles = ["image"] + [n.upper() for n in names] + ["network"]
+    for r in range(rows):
+        panels = [images[r]] + [prior_maps[n][r] for n in names] + [network_maps[r]]
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(panel, cmap=None if c == 0 else "gray", vmin=0,
+                      vmax=None if c == 0 else (255 if np.asarray(panel).dtype == np.uint8
+                                                else 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+    fig.tight_layout(pad=0.2)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path

@@ -1,0 +1,187 @@
+"""DeepUSPS-style two-stage refinement of handcrafted saliency maps (ReLICv2 appendix F.2.1).
+
+DeepUSPS (Nguyen et al. 2019) turns the noisy maps of handcrafted methods into training targets:
+
+Stage 1 (one pseudo-label network per prior): train on a subset of images against that prior's
+maps for `rounds` self-training rounds. During a round the network is trained for
+`epochs_per_round` epochs with pixel-wise binary cross-entropy on soft targets; after every
+epoch its predictions on each (un-augmented) image are folded into a per-image moving average
+(`prediction_ema`), DeepUSPS' self-supervision that smooths out the memorised noise of single
+epochs. At the end of the round the targets are replaced by that moving average. The learning
+rate of round r is `learning_rate * learning_rate_growth**r` (ReLICv2: start low, double each
+round). Stage 2: the final saliency network is trained on the fused refined maps (mean over the
+priors; `fusion_threshold` >= 0 binarises the fused map). Since BCE is linear in its target,
+training on the mean map equals DeepUSPS' sum of per-method BCE losses.
+
+Adam with beta_1 = `adam_beta_1` (ReLICv2: "momentum 0.9"). Random horizontal flips augment
+training (`flip`). Library code only: configs are passed in, nothing reads flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from relicv2_tf.data.normalize import normalize_images
+
+
+def to_network_input(images_uint8) -> tf.Tensor:
+    """uint8 [N, S, S, 3] -> ImageNet-normalised float32 (what every model here consumes)."""
+    return normalize_images(tf.cast(images_uint8, tf.float32) / 255.0)
+
+
+def _inference_fn(model: keras.Model):
+    """One traced inference function per model (cached on it: tracing costs seconds)."""
+    infer = getattr(model, "_saliency_inference_fn", None)
+    if infer is None:
+        @tf.function(reduce_retracing=True)
+        def infer(batch):
+            return tf.sigmoid(model(to_network_input(batch), training=False))[..., 0]
+
+        model._saliency_inference_fn = infer
+    return infer
+
+
+def predict_maps(model: keras.Model, images_uint8: np.ndarray, batch_size: int = 32
+                 ) -> np.ndarray:
+    """Saliency in [0, 1], float32 [N, S, S], inference mode."""
+    infer = _inference_fn(model)
+    outputs = [infer(images_uint8[i:i + batch_size]).numpy()
+               for i in range(0, len(images_uint8), batch_size)]
+    return np.concatenate(outputs, axis=0) if outputs else np.zeros((0,) + images_uint8.shape[1:3],
+                                                                   np.float32)
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    prediction_ema: float = 0.5
+    flip: bool = True
+    seed: int = 0
+    description: str = "train"
+
+
+class Trainer:
+    """One network, its Adam optimizer and one traced train step, reused for every stage.
+
+    Every pseudo-label network and the final network start from the same initial weights (the
+    self-supervised encoder + a fresh decoder); `reset()` restores them and clears Adam's state,
+    so the traced step (seconds to trace on CPU) is built once for the whole pipeline.
+    """
+
+    def __init__(self, model: keras.Model, adam_beta_1: float = 0.9):
+        self.model = model
+        self.initial_weights = model.get_weights()
+        self.optimizer = keras.optimizers.Adam(1e-3, beta_1=adam_beta_1)
+        self.optimizer.build(model.trainable_variables)
+        loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+        @tf.function(reduce_retracing=True)
+        def step(images, maps, flips):
+            images = to_network_input(images)
+            maps = maps[..., None]
+            images = tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
+            maps = tf.where(flips[:, None, None, None], tf.reverse(maps, [2]), maps)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(maps, model(images, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        self.step = step
+
+    def reset(self):
+        self.model.set_weights(self.initial_weights)
+        for variable in self.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+
+    def train(self, images_uint8: np.ndarray, targets: np.ndarray, options: TrainOptions,
+              progress: bool = True) -> np.ndarray:
+        """Trains on soft targets [N, S, S] in [0, 1]; returns the per-image moving average of
+        the predictions across epochs (float32 [N, S, S])."""
+        if len(images_uint8) != len(targets):
+            raise ValueError(f"{len(images_uint8)} images but {len(targets)} target maps.")
+        self.optimizer.learning_rate.assign(options.learning_rate)
+        rng = np.random.default_rng(options.seed)
+        targets = np.asarray(targets, np.float32)
+        average = None
+        num = len(images_uint8)
+        bar = tqdm.trange(options.epochs, desc=options.description, disable=not progress,
+                          leave=False)
+        for _ in bar:
+            order = rng.permutation(num)
+            losses = []
+            for start in range(0, num, options.batch_size):
+                index = np.sort(order[start:start + options.batch_size])
+                flips = rng.random(len(index)) < (0.5 if options.flip else 0.0)
+                losses.append(float(self.step(images_uint8[index], targets[index], flips)))
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            predictions = predict_maps(self.model, images_uint8, options.batch_size)
+            average = predictions if average is None else (
+                options.prediction_ema * average + (1 - options.prediction_ema) * predictions)
+        return average if average is not None else targets
+
+
+def refine_prior(trainer: Trainer, images_uint8: np.ndarray, prior_maps: np.ndarray,
+                 refine_config, name: str = "prior", seed: int = 0, progress: bool = True,
+                 ) -> np.ndarray:
+    """Stage 1 for one prior: `rounds` self-training rounds from the initial weights; the
+    targets of round r + 1 are the moving-average predictions of round r. Returns them."""
+    trainer.reset()
+    targets = np.asarray(prior_maps, np.float32)
+    for round_index in range(refine_config.rounds):
+        if round_index > 0 and refine_config.reset_each_round:
+            trainer.reset()
+        options = TrainOptions(
+            epochs=refine_config.epochs_per_round,
+            learning_rate=refine_config.learning_rate * refine_config.learning_rate_growth
+            ** round_index,
+            batch_size=refine_config.batch_size, prediction_ema=refine_config.prediction_ema,
+            flip=refine_config.flip, seed=seed + round_index,
+            description=f"{name} round {round_index + 1}")
+        targets = trainer.train(images_uint8, targets, options, progress)
+    return targets
+
+
+def fuse(refined_maps: dict, threshold: float = -1.0) -> np.ndarray:
+    """Mean of the refined maps of the priors; binarised at `threshold` when it is >= 0."""
+    fused = np.mean(np.stack([np.asarray(m, np.float32) for m in refined_maps.values()]), axis=0)
+    if threshold >= 0:
+        fused = (fused >= threshold).astype(np.float32)
+    return fused
+
+
+def train_final_network(trainer: Trainer, images_uint8: np.ndarray, fused: np.ndarray,
+                        final_config, refine_config, seed: int = 0, progress: bool = True
+                        ) -> keras.Model:
+    """Stage 2: the saliency detection network, from the initial weights, on the fused maps."""
+    trainer.reset()
+    options = TrainOptions(
+        epochs=final_config.epochs, learning_rate=final_config.learning_rate,
+        batch_size=refine_config.batch_size, prediction_ema=refine_config.prediction_ema,
+        flip=refine_config.flip, seed=seed, description="final network")
+    trainer.train(images_uint8, fused, options, progress)
+    return trainer.model
+
+
+def run_refinement(network_factory, images_uint8: np.ndarray, priors: dict, config,
+                   progress: bool = True):
+    """Both stages. `priors`: {name: [N, S, S] maps in [0, 1]} on `images_uint8` [N, S, S, 3];
+    `network_factory()` builds the (initialised) saliency network once.
+    Returns (final model, {name: refined maps}, fused maps)."""
+    keras.utils.set_random_seed(config.seed)
+    trainer = Trainer(network_factory(), config.refine.adam_beta_1)
+    refined = {}
+    for offset, (name, maps) in enumerate(priors.items()):
+        refined[name] = refine_prior(trainer, images_uint8, maps, config.refine, name=name,
+                                     seed=config.seed + 100 * offset, progress=progress)
+    fused = fuse(refined, config.final.fusion_threshold)
+    model = train_final_network(trainer, images_uint8, fused, config.final, config.refine,
+                                seed=config.seed, progress=progress)
+    return model, refined, fused

@@ -1,0 +1,174 @@
+"""relicv2_tf.data.views: the multi-view batches the pretraining loop consumes."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from relicv2_tf import config as config_lib
+from relicv2_tf.data import augment, normalize, views
+
+
+def demo_config(**overrides):
+    """The lead's demo setting: digits at 32 px, L=4, S=2 small 16 px."""
+    config = config_lib.get_default_config().data
+    config.source = "digits"
+    config.image_size, config.small_image_size = 32, 16
+    config.num_large_views, config.num_small_views = 4, 2
+    config.shuffle_buffer = 64
+    config.num_examples = 64
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def first_batch(config, batch_size=8, seed=0, **kwargs):
+    return next(iter(views.pretrain_dataset(config, batch_size=batch_size, seed=seed, **kwargs)))
+
+
+def test_demo_shapes_dtypes_and_normalisation():
+    config = demo_config()
+    dataset = views.pretrain_dataset(config, batch_size=8, seed=0)
+    spec = dataset.element_spec
+    assert spec["large"].shape.as_list() == [8, 4, 32, 32, 3]  # static shapes
+    assert spec["small"].shape.as_list() == [8, 2, 16, 16, 3]
+    assert set(spec) == {"large", "small", "label", "id"}
+    batch = next(iter(dataset))
+    assert batch["large"].dtype == tf.float32 and batch["label"].dtype == tf.int32
+    assert batch["id"].dtype == tf.string
+    for key in ("large", "small"):
+        pixels = normalize.denormalize_images(batch[key]).numpy()
+        assert pixels.min() >= -1e-4 and pixels.max() <= 1 + 1e-4  # normalised [0, 1] images
+    assert set(batch["label"].numpy()) <= set(range(10))
+    # The four large views of an example differ (independent augmentations).
+    large = batch["large"].numpy()
+    assert np.abs(large[:, 0] - large[:, 1]).max() > 0.1
+
+
+def test_no_small_key_when_no_small_views_and_batch_is_per_replica():
+    batch = first_batch(demo_config(num_small_views=0, num_large_views=2), batch_size=5)
+    assert "small" not in batch
+    assert batch["large"].shape == (5, 2, 32, 32, 3)
+
+
+def test_deterministic_under_seed():
+    config = demo_config(num_large_views=2, num_small_views=1)
+    a, b = first_batch(config, seed=3), first_batch(config, seed=3)
+    np.testing.assert_array_equal(a["large"].numpy(), b["large"].numpy())
+    np.testing.assert_array_equal(a["id"].numpy(), b["id"].numpy())
+    c = first_batch(config, seed=4)
+    assert not np.array_equal(a["large"].numpy(), c["large"].numpy())
+
+
+def test_repeat_false_ends_and_drops_remainder():
+    config = demo_config(num_examples=20, num_large_views=1, num_small_views=0)
+    batches = list(views.pretrain_dataset(config, batch_size=8, seed=0, repeat=False))
+    assert len(batches) == 2
+
+
+def _example_with_known_mask(mask_value=255):
+    rng = np.random.RandomState(0)
+    image = rng.randint(0, 256, [40, 40, 3]).astype(np.uint8)
+    mask = np.zeros([40, 40, 1], np.uint8)
+    mask[8:32, 8:32] = mask_value
+    return {"image": tf.constant(image), "mask": tf.constant(mask), "label": tf.constant(1),
+            "id": tf.constant("x")}
+
+
+def _masked_and_plain(config_masked, config_plain, example, seed):
+    make = tf.function(views.make_views, autograph=False)
+    return make(example, seed, config_masked), make(example, seed, config_plain)
+
+
+def test_saliency_masking_replaces_background_with_one_grey_per_view():
+    example = _example_with_known_mask()
+    masked_cfg = demo_config(mask_apply_prob=1.0, mask_min_fraction=0.05, num_small_views=1)
+    plain_cfg = demo_config(mask_apply_prob=0.0, num_small_views=1)
+    num_masked = 0
+    for k in range(4):
+        seed = tf.constant([5, k], tf.int64)
+        masked_out, plain_out = _masked_and_plain(masked_cfg, plain_cfg, example, seed)
+        masked, plain = masked_out["large"].numpy(), plain_out["large"].numpy()
+        grey = normalize.denormalize_images(masked).numpy()
+        for view in range(4):
+            changed = np.abs(masked[view] - plain[view]).max(-1) > 1e-4
+            if not changed.any():
+                continue
+            num_masked += 1
+            values = grey[view][changed]
+            # Pure background pixels share one grey level (R = G = B); soft mask edges blend.
+            levels, counts = np.unique(np.round(values, 3), axis=0, return_counts=True)
+            mode = levels[np.argmax(counts)]
+            assert counts.max() / len(values) > 0.6
+            assert np.allclose(mode, mode[0], atol=2e-3)
+        # Small views are never saliency-masked.
+        np.testing.assert_array_equal(masked_out["small"], plain_out["small"])
+    assert num_masked >= 8  # most of the 16 views have background in the crop
+
+
+def test_saliency_masking_needs_min_fraction():
+    example = _example_with_known_mask(mask_value=0)  # empty mask: coverage 0
+    masked_cfg = demo_config(mask_apply_prob=1.0, mask_min_fraction=0.1)
+    plain_cfg = demo_config(mask_apply_prob=0.0)
+    masked, plain = _masked_and_plain(masked_cfg, plain_cfg, example,
+                                      tf.constant([1, 2], tf.int64))
+    np.testing.assert_array_equal(masked["large"], plain["large"])
+
+
+def test_source_without_masks_turns_masking_off_and_logs(tmp_path, caplog):
+    from PIL import Image
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full([20, 24, 3], 40 * i, np.uint8)).save(tmp_path / label / f"{i}.png")
+    config = demo_config(source="image_folder", data_dir=str(tmp_path), num_examples=-1,
+                         mask_apply_prob=0.5, num_large_views=1, num_small_views=0)
+    with caplog.at_level(logging.INFO):
+        batch = first_batch(config, batch_size=4)
+    assert batch["large"].shape == (4, 1, 32, 32, 3)
+    assert "masking is off" in caplog.text
+
+
+def test_bg_swaps_outputs_hard_negatives():
+    config = demo_config(source="synthetic", image_size=32, small_image_size=16, num_examples=32,
+                         bg_swaps_prob=1.0, mask_min_fraction=0.02, num_large_views=2,
+                         num_small_views=0)
+    batch = first_batch(config, batch_size=8)
+    assert batch["hard_negative"].shape == (8, 32, 32, 3)
+    valid = batch["hard_negative_valid"].numpy()
+    assert valid.dtype == np.float32 and set(valid) <= {0.0, 1.0} and valid.sum() >= 2
+    pixels = normalize.denormalize_images(batch["hard_negative"]).numpy()
+    assert pixels.min() >= -1e-4 and pixels.max() <= 1 + 1e-4
+
+
+def test_input_context_shards_examples_between_pipelines():
+    config = demo_config(num_examples=32, shuffle_buffer=1, num_large_views=1,
+                         num_small_views=0)
+    ids = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=2)
+        batches = views.pretrain_dataset(config, batch_size=4, seed=0, input_context=context,
+                                         repeat=False)
+        ids.append({i for b in batches for i in b["id"].numpy()})
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert len(ids[0] | ids[1]) == 32
+
+
+def test_view_parity_follows_table_16_in_make_views(monkeypatch):
+    # Replace the table by one where only "even" views are solarised with probability 1 and no
+    # other op runs: then exactly large views 2 and 4 (indices 1, 3) and small view 2 change.
+    import dataclasses
+    identity = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, flip_prob=0.0,
+                    crop_area_range=(1.0, 1.0))
+    table = {key: dataclasses.replace(value, **identity,
+                                      solarize_prob=1.0 if key[0] == "even" else 0.0)
+             for key, value in augment.TABLE_16.items()}
+    monkeypatch.setattr(augment, "TABLE_16", table)
+    example = _example_with_known_mask()
+    out = views.make_views(example, tf.constant([0, 0], tf.int64), demo_config(mask_apply_prob=0))
+    large = normalize.denormalize_images(out["large"]).numpy()
+    small = normalize.denormalize_images(out["small"]).numpy()
+    assert large[[1, 3]].max() <= 0.5 + 1e-4 and large[[0, 2]].max() > 0.9
+    assert small[1].max() <= 0.5 + 1e-4 and small[0].max() > 0.9
