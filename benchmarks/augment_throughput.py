@@ -7,7 +7,7 @@ p=0.8), RandomGrayscale, RandomGaussianBlur, Solarization applied to every odd v
 one JSON object. "Per core" = images / CPU-seconds used by this process (user + system, all
 threads), which does not depend on how busy the shared machine is; wall-clock rates are also given.
 
-    python benchmarks/augment_throughput.py [--num_images 320] [--data_dir ../shared/data/imagenette]
+    python benchmarks/augment_throughput.py [--num_images 320] [--data_dir DIR] [--skip_keras]
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def main():
     parser.add_argument("--skip_keras", action="store_true", help="only time relicv2_tf")
     args = parser.parse_args()
     if not pathlib.Path(args.data_dir).is_dir():
-        raise SystemExit(f"--data_dir={args.data_dir} does not exist (Imagenette ImageFolder root).")
+        raise SystemExit(f"--data_dir={args.data_dir} does not exist "
+                         "(the Imagenette ImageFolder root).")
     config = data_config(args.data_dir, args.num_images + args.batch_size)
     result = {"benchmark": "augment_throughput", "views": "4x224 + 2x96",
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -28,7 +28,7 @@ def mask_fraction(mask):
 
 
 def composite(foreground_image, mask, background):
-    """mask * foreground + (1 - mask) * background; `background` an image or a broadcastable value."""
+    """mask * foreground + (1 - mask) * background (an image or a broadcastable value)."""
     foreground_image = tf.convert_to_tensor(foreground_image, tf.float32)
     mask = tf.convert_to_tensor(mask, tf.float32)
     return mask * foreground_image + (1.0 - mask) * background

@@ -6,7 +6,7 @@ label: int32 (-1 unknown), id: string}`, sharded per input pipeline (`input_cont
 `strategy.distribute_datasets_from_function`) and deterministic under `seed`.
 
 Sources (`data_config.source`):
-  digits        scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 RGB; mask = ink. No download.
+  digits        scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 RGB; mask = ink.
   synthetic     procedural discs/squares on a textured background, with their exact masks (tests).
   image_folder  <data_dir>/<split>/<class>/*.{jpg,jpeg,png,...} (ImageNet/Imagenette layout);
                 optional masks <mask_dir>/<id>.png, id = "<class>/<file stem>".
