@@ -24,6 +24,7 @@ ENTRY_POINTS = {
     "relicv2-backgrounds": "relicv2_tf.cli.backgrounds:run",
     "relicv2-supervised": "relicv2_tf.cli.supervised:run",
     "relicv2-analysis": "relicv2_tf.cli.analysis:run",
+    "relicv2-saliency": "relicv2_tf.cli.saliency:main",
 }
 
 setup(

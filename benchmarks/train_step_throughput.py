@@ -348,6 +348,7 @@ def summarise_op_table(table, top):
     rows = [[cell["v"] if cell else None for cell in row["c"]] for row in table["rows"]]
     records = [dict(zip(columns, row)) for row in rows]
     host = [r for r in records if r.get("host_or_device") == "Host"] or records
+    host = [r for r in host if r.get("type") != "IDLE"]  # waiting, not an op
     by_type = {}
     for r in host:
         name = r.get("type") or r.get("operation")

@@ -35,12 +35,12 @@ def get_config():
     config.network.width_multiplier = 0.25
     config.network.decoder_channels = 32
     config.refine.rounds = 3
-    config.refine.epochs_per_round = 4
-    config.refine.learning_rate = 1e-3
-    config.refine.batch_size = 32
+    config.refine.epochs_per_round = 3
+    config.refine.learning_rate = 2e-3
+    config.refine.batch_size = 16
     config.refine.prediction_ema = 0.5
-    config.final.epochs = 8
-    config.final.learning_rate = 1e-3
+    config.final.epochs = 24
+    config.final.learning_rate = 2e-3
     config.generate.data_root = _IMAGENETTE
     config.generate.splits = ("train", "val")
     config.generate.output_dir = "/tmp/relicv2_saliency_demo/masks"

@@ -84,7 +84,14 @@ def num_examples(data_config, split=None) -> int:
     elif source == "tfds":
         import tensorflow_datasets as tfds
         builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir or None)
-        total = builder.info.splits[split].num_examples
+        try:
+            total = builder.info.splits[split].num_examples
+        except KeyError as error:
+            raise ValueError(
+                f"TFDS dataset {data_config.tfds_name!r} has no prepared split {split!r} in "
+                f"data_dir={data_config.data_dir or tfds.core.constants.DATA_DIR!r}; prepare it "
+                f"first (`tfds build {data_config.tfds_name}`, or manual download for "
+                "imagenet2012) or fix --config.data.split / --config.data.data_dir.") from error
     elif source == "tfrecord":
         total = sum(1 for _ in tf.data.TFRecordDataset(_tfrecord_files(data_config)))
     else:

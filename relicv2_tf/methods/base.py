@@ -141,9 +141,12 @@ class SelfSupervisedModel(keras.Model):
 
     def apply_loss(self, tape, loss):
         """Gradients of `loss` (already normalised by the global batch) and one optimizer step;
-        replicas' gradients are summed by the optimizer's all-reduce."""
+        replicas' gradients are summed by the optimizer's all-reduce. The tape is closed here, so
+        the loss scale (LossScaleOptimizer under mixed_float16, 1 otherwise) seeds the backward
+        pass: the gradients of scale * loss, which `apply_gradients` unscales."""
         variables = self.online_variables()
-        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+        grads = tape.gradient(loss, variables,
+                              output_gradients=self.optimizer.scale_loss(tf.ones_like(loss)))
         self.optimizer.apply_gradients(zip(grads, variables))
 
     def track(self, losses: dict, scalars: dict):

@@ -6,9 +6,9 @@ self-supervised ResNet so that no label enters the pipeline. Here the backbone i
 (`models.encoder_io.load_encoder`), or randomly only when `allow_random_init=True` (tests,
 demos before any encoder exists). The decoder takes the output of every block group (strides 4,
 8, 16, 32), projects each to `decoder_channels` with a 1x1 convolution, merges top-down by 2x
-upsampling and addition (Lin et al. 2017, FPN), smooths with a 3x3 convolution + ReLU (no batch norm in the decoder: its statistics
-would need many steps to settle on small subsets), and
-predicts one logit per pixel at stride 4, bilinearly upsampled to the input size.
+upsampling and addition (Lin et al. 2017, FPN), smooths with a 3x3 convolution + ReLU (no
+batch norm in the decoder: its statistics would need many steps to settle on small subsets),
+and predicts one logit per pixel at stride 4, bilinearly upsampled to the input size.
 
 Inputs are ImageNet-normalised images [N, S, S, 3] (`data.normalize.normalize_images`) with S a
 multiple of 32; the output is saliency logits [N, S, S, 1] (sigmoid -> saliency in [0, 1]).

@@ -11,9 +11,10 @@ epochs. At the end of the round the targets are replaced by that moving average.
 rate of round r is `learning_rate * learning_rate_growth**r` (ReLICv2: start low, double each
 round). Stage 2: the final saliency network is trained on the fused refined maps (mean over the
 priors; `fusion_threshold` >= 0 binarises the fused map). Since BCE is linear in its target,
-training on the mean map equals DeepUSPS' sum of per-method BCE losses.
+training on the mean map equals DeepUSPS' sum of per-method BCE losses up to a constant factor.
 
-Adam with beta_1 = `adam_beta_1` (ReLICv2: "momentum 0.9"). Random horizontal flips augment
+Adam with beta_1 = `adam_beta_1` (ReLICv2: "momentum set to ..."; the number was lost in the
+extracted text, 0.9 assumed). Random horizontal flips augment
 training (`flip`). Library code only: configs are passed in, nothing reads flags.
 """
 

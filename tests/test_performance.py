@@ -1,0 +1,214 @@
+"""Performance features of the ReLICv2 step: mixed precision, XLA, no retracing,
+steps_per_execution, channels-last, synthetic input, and the throughput benchmark's FLOP counts.
+
+Every run starts from the same initial weights (seed 0) and reads the same 4 batches, so the
+float32 eager-graph run is the reference the other runs are compared with.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks import train_step_throughput as bench
+from relicv2_tf import losses, train
+from relicv2_tf.data import views
+from relicv2_tf.methods import build_method
+from relicv2_tf.models import resnet
+from relicv2_tf.optim import lars
+from tests.conftest import tiny_config
+
+BATCH, STEPS = 8, 4
+
+
+def _config(**overrides):
+    # Every other example is a negative: XLA's stateless RNG kernels draw other numbers than the
+    # CPU kernels for the same seed, so sampled negatives would differ between jit and no jit.
+    return tiny_config(**{"training.batch_size": BATCH, "loss.num_negatives": -1, **overrides})
+
+
+def _batches(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"large": rng.normal(size=(STEPS, BATCH, 2, 32, 32, 3)).astype("float32"),
+            "small": rng.normal(size=(STEPS, BATCH, 1, 16, 16, 3)).astype("float32")}
+
+
+def _dataset():
+    return tf.data.Dataset.from_tensor_slices(_batches())
+
+
+def _train(policy="float32", jit_compile=False, steps_per_execution=1, optimizer=None):
+    """Builds the tiny ReLICv2 model under `policy` from seed 0 and fits the 4 batches (two
+    fit() calls of 2 steps, so the train function is reused); restores float32 afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_method(_config(), total_steps=100)
+        model.compile(optimizer=optimizer or lars.LARS(0.1, weight_decay=1e-4),
+                      jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        first = model.fit(_dataset().take(2), epochs=1, verbose=0).history
+        second = model.fit(_dataset().skip(2), epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    logs = {k: [first[k][0], second[k][0]] for k in ("loss", "contrastive", "invariance")}
+    return model, logs
+
+
+def _weights(model):
+    return [np.asarray(v) for v in model.online_variables() + model.target_encoder.weights]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _train()
+
+
+def test_no_retracing_across_steps_and_fit_calls(reference):
+    model, _ = reference
+    counts = bench.tracing_counts(model.train_function)
+    # Keras' per-step tf.function and the iterator loop around it: one trace each for 4 steps
+    # and 2 fit() calls (a variable created in the first call, or a shape change, would add one).
+    assert set(counts) == {"one_step_on_data", "multi_step_on_iterator"}, counts
+    assert all(count == 1 for count in counts.values()), counts
+    assert int(model.optimizer.iterations) == STEPS
+
+
+def test_steps_per_execution_gives_the_same_training(reference):
+    model, logs = reference
+    model2, logs2 = _train(steps_per_execution=2)
+    assert int(model2.optimizer.iterations) == STEPS
+    for key in logs:
+        np.testing.assert_allclose(logs2[key], logs[key], rtol=1e-5)
+    for a, b in zip(_weights(model), _weights(model2)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_jit_compile_matches_the_graph_step(reference):
+    model, logs = reference
+    jitted, jit_logs = _train(jit_compile=True)
+    assert jitted.jit_compile
+    for key in logs:
+        np.testing.assert_allclose(jit_logs[key], logs[key], rtol=1e-4)
+    for a, b in zip(_weights(model), _weights(jitted)):
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-5)
+    assert all(c == 1 for c in bench.tracing_counts(jitted.train_function).values())
+
+
+def test_mixed_bfloat16_keeps_losses_variables_and_lars_in_float32(reference):
+    _, logs = reference
+    model, bf16_logs = _train(policy="mixed_bfloat16")
+    # Computation really is bfloat16 ...
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        online = model.online_embeddings(tf.constant(_batches()["large"][0]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert online.dtype == tf.bfloat16
+    assert model.online_encoder.get_layer("initial_conv").compute_dtype == "bfloat16"
+    # ... the loss is computed in float32 from the bfloat16 embeddings ...
+    terms = losses.relicv2_loss([online[:BATCH], online[BATCH:]], [online[:BATCH]] * 2,
+                                num_large=2, temperature=0.2, alpha=1.0)
+    assert all(value.dtype == tf.float32 for value in terms.values())
+    # ... variables and LARS state are float32, and the LARS arithmetic is float32: momenta
+    # carry mantissa bits that a bfloat16 computation (8 bits) could not produce.
+    assert all(v.dtype == "float32" for v in model.weights)
+    momenta = [np.asarray(m) for m in model.optimizer._momenta]
+    assert all(m.dtype == np.float32 for m in momenta)
+    low_bits = np.concatenate([(m.view(np.uint32) & 0xFFFF).ravel() for m in momenta])
+    assert np.mean(low_bits != 0) > 0.5
+    # Same initial weights and batches: the bfloat16 losses follow the float32 ones closely.
+    for key in ("loss", "contrastive"):
+        np.testing.assert_allclose(bf16_logs[key], logs[key], rtol=3e-2)
+
+
+def test_mixed_float16_wraps_lars_in_loss_scaling(reference):
+    config = _config(**{"training.mixed_precision": "mixed_float16"})
+    made = train.make_optimizer(config, steps=100, steps_per_epoch=10)
+    assert isinstance(made, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(made.inner_optimizer, lars.LARS)
+    # The reference's LARS, wrapped the same way.
+    optimizer = keras.optimizers.LossScaleOptimizer(lars.LARS(0.1, weight_decay=1e-4))
+    model, logs = _train(policy="mixed_float16", optimizer=optimizer)
+    assert model.online_encoder.get_layer("initial_conv").compute_dtype == "float16"
+    assert all(v.dtype == "float32" for v in model.weights)
+    scale = float(optimizer.dynamic_scale)
+    assert scale > 1.0
+    # scale_loss multiplies by the dynamic scale; apply_gradients divides it out again.
+    assert float(optimizer.scale_loss(tf.constant(2.0))) == pytest.approx(2.0 * scale)
+    assert int(model.optimizer.iterations) == STEPS  # finite gradients: no step skipped
+    # Unscaled gradients: the float16 run follows the float32 one. The distance to the float32
+    # weights is under the size of the float32 update itself, per variable, and a small fraction
+    # of it overall (biases and batch-norm parameters, not rescaled by LARS' trust ratio, would
+    # be 2**15 times off).
+    reference_model, reference_logs = reference
+    np.testing.assert_allclose(logs["loss"], reference_logs["loss"], rtol=1e-2)
+    keras.utils.set_random_seed(0)
+    initial = _weights(build_method(_config(), total_steps=100))
+    distance, update = 0.0, 0.0
+    for w0, w32, w16 in zip(initial, _weights(reference_model), _weights(model)):
+        assert np.all(np.isfinite(w16))
+        assert np.abs(w16 - w32).max() <= np.abs(w32 - w0).max() + 1e-4
+        distance += np.sum((w16 - w32) ** 2)
+        update += np.sum((w32 - w0) ** 2)
+    assert np.sqrt(distance / update) < 0.1
+
+
+def test_convolutions_are_channels_last():
+    """TF's CPU and GPU convolutions take NHWC here: nothing to transpose."""
+    assert keras.config.image_data_format() == "channels_last"
+    encoder = resnet.resnet(18, 0.25)
+    assert encoder.input_shape == (None, None, None, 3)
+    graph = tf.function(lambda x: encoder(x, training=True)).get_concrete_function(
+        tf.TensorSpec([2, 32, 32, 3])).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert len(convs) == 20  # stem + 16 block convs + 3 projection shortcuts
+    assert {op.get_attr("data_format") for op in convs} == {b"NHWC"}
+    assert not [op for op in graph.get_operations() if op.type == "Transpose"]
+
+
+def test_synthetic_views_have_the_pipeline_shapes():
+    config = _config(**{"data.num_examples": 64})
+    real = views.pretrain_dataset(config.data, batch_size=BATCH, seed=0)
+    synthetic = train.synthetic_views_dataset(config.data, BATCH, seed=0)
+    for key in ("large", "small", "label"):
+        assert synthetic.element_spec[key] == real.element_spec[key], key
+    first, second = [b["large"].numpy() for b in synthetic.take(2)]
+    np.testing.assert_array_equal(first, second)  # constant: no input cost per step
+    assert first.std() == pytest.approx(1.0, abs=0.05)
+
+
+def test_graph_flops_count_dense_and_conv_exactly():
+    dense = keras.layers.Dense(7, use_bias=False)
+    assert bench.graph_flops(dense, [5, 3]) == 2 * 5 * 3 * 7
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    assert bench.graph_flops(conv, [1, 8, 8, 2]) == 2 * 8 * 8 * 3 * 3 * 2 * 4
+
+
+def test_flop_multiple_of_the_paper_setting_is_about_5_7():
+    """4 large + 2 small views at 64/27 px: forward+backward ~ 3 forwards, and the multiple
+    is the issue's 4 * 3 + 4 + 2 * 3 * (27/64)^2 forwards over 3 (heads add a little)."""
+    config = bench.make_config(bench.parse_args(["--views", "4,2", "--head_width", "0.01"]))
+    model = build_method(config, total_steps=10)
+    supervised = bench.build_supervised(config, tf.distribute.get_strategy(), num_classes=10)
+    flops = bench.flop_counts(model, supervised, config)
+    ratio = flops["fwd_bwd_over_fwd_encoder"]
+    assert 2.8 < ratio < 3.05  # the stem conv needs no input gradient: slightly under 3
+    area = (27 / 64) ** 2
+    expected = (4 * ratio + 4 + 2 * ratio * area) / ratio
+    assert flops["flop_multiple_encoder_only"] == pytest.approx(expected)
+    assert flops["flop_multiple"] == pytest.approx(expected, rel=0.03)
+
+
+def test_op_table_summary_ranks_op_types_by_self_time():
+    columns = ["rank", "host_or_device", "type", "operation", "occurrences",
+               "total_self_time"]
+    rows = [[1, "Host", "Conv2D", "a", 3, 600.0], [2, "Host", "Conv2D", "b", 1, 200.0],
+            [3, "Host", "AssignVariableOp", "c", 50, 150.0], [4, "Host", "IDLE", "IDLE", 0, 50.0]]
+    table = [{"cols": [{"id": c} for c in columns],
+              "rows": [{"c": [{"v": v} for v in row]} for row in rows]}]
+    summary = bench.summarise_op_table(table, top=2)
+    assert summary["total_self_time_ms"] == pytest.approx(0.95)  # IDLE is not an op
+    assert [op["type"] for op in summary["top_op_types"]] == ["Conv2D", "AssignVariableOp"]
+    assert summary["top_op_types"][0]["share"] == pytest.approx(800 / 950, abs=1e-4)
+    assert summary["top_op_types"][0]["occurrences"] == 4
