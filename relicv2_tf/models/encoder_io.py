@@ -28,30 +28,43 @@ def build_encoder(config: dict, **kwargs) -> keras.Model:
     return resnet_lib.resnet(**{**config, **kwargs}, name="encoder")
 
 
-def save_encoder(encoder: keras.Model, model_config, directory: str) -> str:
+def save_model_directory(model: keras.Model, config: dict, directory: str, weights_file: str,
+                         config_file: str) -> str:
+    """Writes `model`'s weights and `config` (JSON) into `directory`, each to a temporary name
+    then renamed, so a crash leaves either the previous files or the new ones."""
     os.makedirs(directory, exist_ok=True)
-    config = encoder_config(model_config)
-    weights_tmp = os.path.join(directory, "tmp-" + WEIGHTS_FILE)
-    encoder.save_weights(weights_tmp)
-    os.replace(weights_tmp, os.path.join(directory, WEIGHTS_FILE))
-    config_tmp = os.path.join(directory, "tmp-" + CONFIG_FILE)
+    weights_tmp = os.path.join(directory, "tmp-" + weights_file)
+    model.save_weights(weights_tmp)
+    os.replace(weights_tmp, os.path.join(directory, weights_file))
+    config_tmp = os.path.join(directory, "tmp-" + config_file)
     with open(config_tmp, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(config_tmp, os.path.join(directory, CONFIG_FILE))
+    os.replace(config_tmp, os.path.join(directory, config_file))
     return directory
+
+
+def read_model_directory(directory: str, weights_file: str, config_file: str, written_by: str):
+    """-> (config dict, weights path) of a directory written by `save_model_directory`."""
+    config_path = os.path.join(directory, config_file)
+    weights_path = os.path.join(directory, weights_file)
+    for path in (config_path, weights_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: such a directory is written by "
+                                    f"{written_by}; pass that directory.")
+    with open(config_path) as f:
+        return json.load(f), weights_path
+
+
+def save_encoder(encoder: keras.Model, model_config, directory: str) -> str:
+    return save_model_directory(encoder, encoder_config(model_config), directory, WEIGHTS_FILE,
+                                CONFIG_FILE)
 
 
 def load_encoder(directory: str, **kwargs) -> keras.Model:
     """Rebuilds and loads an encoder directory; kwargs override `resnet()` args (e.g. synchronized_bn)."""
-    config_path = os.path.join(directory, CONFIG_FILE)
-    weights_path = os.path.join(directory, WEIGHTS_FILE)
-    for path in (config_path, weights_path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: an encoder directory is written by `relicv2-pretrain` "
-                f"(<workdir>/encoder) or `relicv2-import`; pass that directory.")
-    with open(config_path) as f:
-        config = json.load(f)
+    config, weights_path = read_model_directory(
+        directory, WEIGHTS_FILE, CONFIG_FILE,
+        "`relicv2-pretrain` (<workdir>/encoder) or `relicv2-import`")
     encoder = build_encoder(config, **kwargs)
     encoder.load_weights(weights_path)
     return encoder

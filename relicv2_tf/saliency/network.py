@@ -110,28 +110,15 @@ def architecture(network_config, image_size: int) -> dict:
 
 def save_saliency_network(model: keras.Model, arch: dict, directory: str) -> str:
     """Weights + architecture JSON, each written to a temporary name and renamed."""
-    os.makedirs(directory, exist_ok=True)
-    weights_tmp = os.path.join(directory, "tmp-" + NETWORK_WEIGHTS_FILE)
-    model.save_weights(weights_tmp)
-    os.replace(weights_tmp, os.path.join(directory, NETWORK_WEIGHTS_FILE))
-    config_tmp = os.path.join(directory, "tmp-" + NETWORK_CONFIG_FILE)
-    with open(config_tmp, "w") as f:
-        json.dump(arch, f, indent=2, sort_keys=True)
-    os.replace(config_tmp, os.path.join(directory, NETWORK_CONFIG_FILE))
-    return directory
+    return encoder_io.save_model_directory(model, arch, directory, NETWORK_WEIGHTS_FILE,
+                                           NETWORK_CONFIG_FILE)
 
 
 def load_saliency_network(directory: str):
     """-> (model, architecture dict) from a directory written by `save_saliency_network`."""
-    config_path = os.path.join(directory, NETWORK_CONFIG_FILE)
-    weights_path = os.path.join(directory, NETWORK_WEIGHTS_FILE)
-    for path in (config_path, weights_path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: a saliency network directory is written by "
-                "`relicv2-saliency --stage=refine` (<workdir>/saliency_network).")
-    with open(config_path) as f:
-        arch = json.load(f)
+    arch, weights_path = encoder_io.read_model_directory(
+        directory, NETWORK_WEIGHTS_FILE, NETWORK_CONFIG_FILE,
+        "`relicv2-saliency --stage=refine` (<workdir>/saliency_network)")
     backbone = resnet_lib.resnet(arch["depth"], arch["width_multiplier"], name="encoder")
     model = saliency_network(backbone, arch["image_size"], arch["decoder_channels"])
     model.load_weights(weights_path)
