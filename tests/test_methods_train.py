@@ -14,7 +14,7 @@ import tensorflow as tf
 from relicv2_tf import train
 from relicv2_tf.data import views
 from relicv2_tf.methods import base, build_method
-from relicv2_tf.methods.simclr import online_projections, views_and_hard_negatives
+from relicv2_tf.methods.simclr import views_and_hard_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 16
@@ -65,7 +65,7 @@ def log_softmax(x):
 def moco_first_loss(model, batch, queue, temperature, use_hard=True):
     """Symmetric MoCo loss from the networks' outputs, in numpy (first step, before updates)."""
     images, num_views, valid = views_and_hard_negatives(batch)
-    q = np.split(online_projections(model, base.views_to_batch(batch["large"])).numpy(),
+    q = np.split(model.online_projections(base.views_to_batch(batch["large"])).numpy(),
                  num_views)
     k = np.split(model.target_projections(images).numpy(), num_views + 1)
     queue = unit(queue)
@@ -82,7 +82,7 @@ def moco_first_loss(model, batch, queue, temperature, use_hard=True):
 
 def simclr_first_loss(model, batch, temperature, use_hard=True):
     images, num_views, valid = views_and_hard_negatives(batch)
-    z1, z2, hard = np.split(online_projections(model, images).numpy(), num_views + 1)
+    z1, z2, hard = np.split(model.online_projections(images).numpy(), num_views + 1)
     n = len(z1)
     z = unit(np.concatenate([z1, z2]))
     sim = z @ z.T / temperature

@@ -7,6 +7,7 @@ learned, not the preprocessing.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from relicv2_tf.data import eval_preprocess, sources
@@ -37,6 +38,7 @@ def compare_with_random_init(config, encoder_dir: str, k: int = 20, temperature:
     train_split, test_split = EVAL_SPLITS[config.data.source]
     image_size = config.data.image_size
     pretrained = encoder_io.load_encoder(encoder_dir)
+    keras.utils.set_random_seed(config.seed)  # the same random-init encoder on every run
     random_init = encoder_io.build_encoder(encoder_io.encoder_config(config.model))
     result = {"k": k, "temperature": temperature, "train_split": train_split,
               "test_split": test_split, "image_size": image_size}

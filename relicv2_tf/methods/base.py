@@ -113,6 +113,19 @@ class SelfSupervisedModel(keras.Model):
         self.optimizer.build(self.online_variables())
 
     # ------------------------------------------------------------------ training-time pieces
+    def online_projections(self, images):
+        """g(f(x)) of a batch of images [N, H, W, 3] (views folded by `views_to_batch`)."""
+        return self.online_projector(self.online_encoder(images, training=True), training=True)
+
+    def online_predictions(self, images):
+        """q(g(f(x))): the online branch of BYOL and ReLICv2."""
+        return self.online_predictor(self.online_projections(images), training=True)
+
+    def target_projections(self, images):
+        """g'(f'(x)) of the EMA target, without gradient."""
+        features = self.target_encoder(images, training=True)
+        return tf.stop_gradient(self.target_projector(features, training=True))
+
     def step_seed(self):
         """A [2] int64 stateless seed unique to this training step."""
         return tf.stack([tf.constant(self.seed, tf.int64),
@@ -147,7 +160,11 @@ class SelfSupervisedModel(keras.Model):
         variables = self.online_variables()
         grads = tape.gradient(loss, variables,
                               output_gradients=self.optimizer.scale_loss(tf.ones_like(loss)))
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(self.transform_gradients(grads), variables))
+
+    def transform_gradients(self, grads):
+        """Hook for a method to alter gradients before the update (SwAV freezes prototypes)."""
+        return grads
 
     def track(self, losses: dict, scalars: dict):
         """Updates one Mean tracker per name and returns the logs. `losses` are per-replica

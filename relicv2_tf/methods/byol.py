@@ -15,7 +15,6 @@ import tensorflow as tf
 
 from relicv2_tf import losses
 from relicv2_tf.methods import base
-from relicv2_tf.methods.relicv2 import ReLICv2
 
 
 class BYOL(base.SelfSupervisedModel):
@@ -24,18 +23,15 @@ class BYOL(base.SelfSupervisedModel):
                          use_predictor=True, seed=seed, **kwargs)
         self.declare_metrics(["loss", "learning_rate", "target_ema"])
 
-    # Same networks as ReLICv2: q(g(f(v))) online, g'(f'(v)) target.
-    online_embeddings = ReLICv2.online_embeddings
-    target_embeddings = ReLICv2.target_embeddings
-
     def train_step(self, data):
         large = data["large"]
         num_views = large.shape[1]
         _, num_replicas = base.replica_info()
 
-        targets = base.split_views(self.target_embeddings(large), num_views)
+        views = base.views_to_batch(large)
+        targets = base.split_views(self.target_projections(views), num_views)
         with tf.GradientTape() as tape:
-            predictions = base.split_views(self.online_embeddings(large), num_views)
+            predictions = base.split_views(self.online_predictions(views), num_views)
             loss = losses.byol_loss(predictions, targets,
                                     global_batch_size=int(large.shape[0]) * num_replicas)
         learning_rate = self.optimizer.learning_rate

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from relicv2_tf import losses
 from relicv2_tf.methods import base
-from relicv2_tf.methods.simclr import online_projections, views_and_hard_negatives
+from relicv2_tf.methods.simclr import views_and_hard_negatives
 
 
 def enqueue(queue, keys):
@@ -45,10 +45,6 @@ class MoCoV2(base.SelfSupervisedModel):
             shape=initial.shape, initializer=keras.initializers.Constant(initial.numpy()),
             trainable=False, name="queue")
         self.declare_metrics(["loss", "learning_rate"])
-
-    def target_projections(self, images):
-        x = self.target_encoder(images, training=True)
-        return tf.stop_gradient(self.target_projector(x, training=True))
 
     def update_queue(self, keys):
         """Enqueues `keys` (identical on every replica) on every replica's copy of the queue."""
@@ -74,7 +70,7 @@ class MoCoV2(base.SelfSupervisedModel):
         with tf.GradientTape() as tape:
             # Hard negatives go through the key encoder only.
             queries = base.split_views(
-                online_projections(self, base.views_to_batch(data["large"])), num_views)
+                self.online_projections(base.views_to_batch(data["large"])), num_views)
             if not self.symmetric:
                 queries, keys_of_queries = queries[:1], keys[1:2]  # q1 . k2
             else:

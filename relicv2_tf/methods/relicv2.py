@@ -27,14 +27,6 @@ class ReLICv2(base.SelfSupervisedModel):
         self.num_negatives = None if loss_config.num_negatives < 0 else loss_config.num_negatives
         self.declare_metrics(["loss", "contrastive", "invariance", "learning_rate", "target_ema"])
 
-    def online_embeddings(self, views):
-        x = self.online_encoder(base.views_to_batch(views), training=True)
-        return self.online_predictor(self.online_projector(x, training=True), training=True)
-
-    def target_embeddings(self, views):
-        x = self.target_encoder(base.views_to_batch(views), training=True)
-        return tf.stop_gradient(self.target_projector(x, training=True))
-
     def train_step(self, data):
         large, small = data["large"], data.get("small")
         num_large = large.shape[1]
@@ -42,11 +34,14 @@ class ReLICv2(base.SelfSupervisedModel):
         replica_id, num_replicas = base.replica_info()
         local_batch = tf.shape(large)[0]
 
-        targets = base.split_views(self.target_embeddings(large), num_large)
+        targets = base.split_views(self.target_projections(base.views_to_batch(large)),
+                                   num_large)
         with tf.GradientTape() as tape:
-            online = base.split_views(self.online_embeddings(large), num_large)
+            online = base.split_views(self.online_predictions(base.views_to_batch(large)),
+                                      num_large)
             if num_small:
-                online += base.split_views(self.online_embeddings(small), num_small)
+                online += base.split_views(
+                    self.online_predictions(base.views_to_batch(small)), num_small)
             terms = losses.relicv2_loss(
                 online, targets, num_large=num_large, temperature=self.temperature,
                 alpha=self.alpha, num_negatives=self.num_negatives, seed=self.step_seed(),

@@ -26,12 +26,6 @@ def gather_with_gradient(x):
     return ctx.all_gather(x, axis=0)
 
 
-def online_projections(model, images, training=True):
-    """g(f(x)) of a batch of images [N, H, W, 3] (no predictor: SimCLR, MoCo-v2, SwAV)."""
-    return model.online_projector(model.online_encoder(images, training=training),
-                                  training=training)
-
-
 def views_and_hard_negatives(data):
     """The large views as one batch [L * b, ...], followed by the BG_Swaps hard negatives [b, ...]
     when the batch has them; returns (images, num_views, hard_negative_valid or None)."""
@@ -58,7 +52,7 @@ class SimCLR(base.SelfSupervisedModel):
         local_batch = int(data["large"].shape[0])
 
         with tf.GradientTape() as tape:
-            projections = online_projections(self, images)
+            projections = self.online_projections(images)
             view1, view2, *hard_negatives = base.split_views(
                 projections, num_views + (hard_negative_valid is not None))
             loss = losses.nt_xent_loss(

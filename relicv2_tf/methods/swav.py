@@ -23,7 +23,6 @@ import tensorflow as tf
 from relicv2_tf import losses
 from relicv2_tf.methods import base
 from relicv2_tf.methods.moco_v2 import enqueue
-from relicv2_tf.methods.simclr import online_projections
 
 
 def all_reduce_sum(x):
@@ -57,13 +56,10 @@ class SwAV(base.SelfSupervisedModel):
     def online_variables(self):
         return super().online_variables() + [self.prototypes]
 
-    def apply_loss(self, tape, loss):
-        """As the base class, with the prototypes' gradient zeroed while they are frozen."""
-        variables = self.online_variables()
-        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+    def transform_gradients(self, grads):
+        """The prototypes' gradient (last variable) is zero while they are frozen."""
         frozen = self.optimizer.iterations < self.freeze_prototypes_steps
-        grads[-1] = tf.where(frozen, tf.zeros_like(grads[-1]), grads[-1])
-        self.optimizer.apply_gradients(zip(grads, variables))
+        return list(grads[:-1]) + [tf.where(frozen, tf.zeros_like(grads[-1]), grads[-1])]
 
     def codes(self, scores, view, prototypes, queue_weight):
         """Sinkhorn codes [b, K] of one code view, with this replica's block of the queue."""
@@ -108,11 +104,11 @@ class SwAV(base.SelfSupervisedModel):
         with tf.GradientTape() as tape:
             prototypes = losses.l2_normalize(self.prototypes)
             embeddings = base.split_views(
-                losses.l2_normalize(online_projections(self, base.views_to_batch(large))),
+                losses.l2_normalize(self.online_projections(base.views_to_batch(large))),
                 num_large)
             if num_small:
                 embeddings += base.split_views(losses.l2_normalize(
-                    online_projections(self, base.views_to_batch(small))), num_small)
+                    self.online_projections(base.views_to_batch(small))), num_small)
             scores = [tf.matmul(z, prototypes, transpose_b=True) for z in embeddings]
             codes = {v: self.codes(scores[v], i, prototypes, queue_in_use)
                      for i, v in enumerate(self.code_views)}
