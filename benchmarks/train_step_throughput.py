@@ -68,6 +68,8 @@ def parse_args(argv=None):
                    help="scale of the 4096-256 projector/predictor; 0 = the ResNet width")
     p.add_argument("--num_negatives", type=int, default=10)
     p.add_argument("--num_classes", type=int, default=1000)
+    p.add_argument("--local_bn", action="store_true",
+                   help="per-replica batch norm (default: synchronised, the paper's recipe)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--synthetic", dest="pipeline", action="store_false",
                       help="model alone on constant random tensors (default)")
@@ -104,6 +106,7 @@ def make_config(args):
     config.data.shuffle_buffer = 256
     config.model.depth = args.depth
     config.model.width_multiplier = args.width
+    config.model.synchronized_bn = not args.local_bn
     config.model.projector_hidden_dim = max(8, int(4096 * head))
     config.model.projector_output_dim = max(8, int(256 * head))
     config.model.predictor_hidden_dim = max(8, int(4096 * head))
@@ -340,8 +343,22 @@ def top_ops(logdir, top):
     return summarise_op_table(table, top)
 
 
+def step_phase(op_name: str) -> str:
+    """Which part of the train step a TF op belongs to, from its graph name."""
+    if "gradient_tape/" in op_name:
+        return "backward"
+    if "lars/" in op_name or "loss_scale" in op_name:
+        return "optimizer"
+    if "target_" in op_name:
+        return "target_forward"
+    if "online_" in op_name or "encoder" in op_name or "classifier" in op_name:
+        return "online_forward"
+    return "other (loss, EMA, gather, metrics, input)"
+
+
 def summarise_op_table(table, top):
-    """framework_op_stats (a Google DataTable, or a list of them) -> op types by self time."""
+    """framework_op_stats (a Google DataTable, or a list of them) -> op types by self time,
+    and the share of each phase of the step (`step_phase`)."""
     if isinstance(table, list):
         table = table[0]
     columns = [c["id"] for c in table["cols"]]
@@ -349,8 +366,10 @@ def summarise_op_table(table, top):
     records = [dict(zip(columns, row)) for row in rows]
     host = [r for r in records if r.get("host_or_device") == "Host"] or records
     host = [r for r in host if r.get("type") != "IDLE"]  # waiting, not an op
-    by_type = {}
+    by_type, phases = {}, {}
     for r in host:
+        phase = step_phase(r.get("operation") or "")
+        phases[phase] = phases.get(phase, 0.0) + float(r.get("total_self_time") or 0.0)
         name = r.get("type") or r.get("operation")
         entry = by_type.setdefault(name, {"self_time_us": 0.0, "occurrences": 0})
         entry["self_time_us"] += float(r.get("total_self_time") or 0.0)
@@ -358,6 +377,8 @@ def summarise_op_table(table, top):
     total = sum(v["self_time_us"] for v in by_type.values()) or 1.0
     ranked = sorted(by_type.items(), key=lambda kv: -kv[1]["self_time_us"])[:top]
     return {"total_self_time_ms": total / 1e3,
+            "phase_share": {k: round(v / total, 4)
+                            for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
             "top_op_types": [{"type": k, "share": round(v["self_time_us"] / total, 4),
                               "self_time_ms": round(v["self_time_us"] / 1e3, 2),
                               "occurrences": v["occurrences"]} for k, v in ranked]}
@@ -437,6 +458,7 @@ def main(argv=None):
                         "image_size": config.data.image_size,
                         "small_image_size": config.data.small_image_size,
                         "views": [num_large, config.data.num_small_views],
+                        "synchronized_bn": config.model.synchronized_bn,
                         "projector_hidden_dim": config.model.projector_hidden_dim,
                         "projector_output_dim": config.model.projector_output_dim},
               "jit_compile": args.jit_compile,

@@ -101,7 +101,7 @@ def test_mixed_bfloat16_keeps_losses_variables_and_lars_in_float32(reference):
     # Computation really is bfloat16 ...
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        online = model.online_predictions(base.views_to_batch(tf.constant(_batches()["large"][0])))
+        online = model.online_predictions(base.views_to_batch(_batches()["large"][0]))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert online.dtype == tf.bfloat16
@@ -117,9 +117,10 @@ def test_mixed_bfloat16_keeps_losses_variables_and_lars_in_float32(reference):
     assert all(m.dtype == np.float32 for m in momenta)
     low_bits = np.concatenate([(m.view(np.uint32) & 0xFFFF).ravel() for m in momenta])
     assert np.mean(low_bits != 0) > 0.5
-    # Same initial weights and batches: the bfloat16 losses follow the float32 ones closely.
+    # Same initial weights and batches: the bfloat16 loss of the first steps is the float32 one
+    # to bfloat16 precision (later steps drift apart, as any two roundings of SGD do).
     for key in ("loss", "contrastive"):
-        np.testing.assert_allclose(bf16_logs[key], logs[key], rtol=3e-2)
+        assert bf16_logs[key][0] == pytest.approx(logs[key][0], rel=1e-2)
 
 
 def test_mixed_float16_wraps_lars_in_loss_scaling(reference):
@@ -205,8 +206,10 @@ def test_flop_multiple_follows_the_view_count_formula(reference):
 def test_op_table_summary_ranks_op_types_by_self_time():
     columns = ["rank", "host_or_device", "type", "operation", "occurrences",
                "total_self_time"]
-    rows = [[1, "Host", "Conv2D", "a", 3, 600.0], [2, "Host", "Conv2D", "b", 1, 200.0],
-            [3, "Host", "AssignVariableOp", "c", 50, 150.0], [4, "Host", "IDLE", "IDLE", 0, 50.0]]
+    rows = [[1, "Host", "Conv2D", "f/target_encoder_1/conv", 3, 600.0],
+            [2, "Host", "Conv2D", "f/gradient_tape/online_encoder_1/conv", 1, 200.0],
+            [3, "Host", "AssignVariableOp", "f/lars/assign", 50, 150.0],
+            [4, "Host", "IDLE", "IDLE", 0, 50.0]]
     table = [{"cols": [{"id": c} for c in columns],
               "rows": [{"c": [{"v": v} for v in row]} for row in rows]}]
     summary = bench.summarise_op_table(table, top=2)
@@ -214,3 +217,5 @@ def test_op_table_summary_ranks_op_types_by_self_time():
     assert [op["type"] for op in summary["top_op_types"]] == ["Conv2D", "AssignVariableOp"]
     assert summary["top_op_types"][0]["share"] == pytest.approx(800 / 950, abs=1e-4)
     assert summary["top_op_types"][0]["occurrences"] == 4
+    assert summary["phase_share"] == pytest.approx(
+        {"target_forward": 600 / 950, "backward": 200 / 950, "optimizer": 150 / 950}, abs=1e-4)
