@@ -1,6 +1,5 @@
 """relicv2_tf.data.views: the multi-view batches the pretraining loop consumes."""
 
-import logging
 
 import numpy as np
 import pytest

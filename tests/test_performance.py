@@ -219,3 +219,14 @@ def test_op_table_summary_ranks_op_types_by_self_time():
     assert summary["top_op_types"][0]["occurrences"] == 4
     assert summary["phase_share"] == pytest.approx(
         {"target_forward": 600 / 950, "backward": 200 / 950, "optimizer": 150 / 950}, abs=1e-4)
+
+
+def test_pretrain_runs_on_synthetic_views(tmp_path):
+    """`--config.training.synthetic_data=True`: the pretraining driver on constant random views
+    (the model alone, for throughput checks), checkpoints and encoder as usual."""
+    config = _config(**{"training.synthetic_data": True, "training.max_steps": 2,
+                        "training.checkpoint_every_steps": 2})
+    _, summary = train.pretrain(config, str(tmp_path), verbose=0)
+    assert summary["steps"] == 2
+    assert np.all(np.isfinite(summary["history"]["loss"]))
+    assert (tmp_path / "encoder" / "encoder.weights.h5").exists()
