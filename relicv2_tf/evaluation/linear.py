@@ -164,6 +164,17 @@ def predict_top_k(head, features, k: int = 5, class_subset=None, batch_size: int
 
 
 # --------------------------------------------------------------------------- resumable loop
+def augmented_epochs(train_examples, batch_size: int, *, seed: int, image_size: int,
+                     shuffle_buffer: int):
+    """`batches_for_epoch(epoch, skip)` of linear-eval training crops, for `train_loop` (linear
+    probe with augmentation, fine-tuning, the supervised baseline)."""
+    def batches_for_epoch(epoch, skip):
+        return augmented_batches(train_examples, batch_size, epoch=epoch, seed=seed,
+                                 image_size=image_size, shuffle_buffer=shuffle_buffer,
+                                 skip_batches=skip)
+    return batches_for_epoch
+
+
 def train_loop(step_fn, batches_for_epoch, *, num_epochs: int, steps_per_epoch: int,
                checkpoint: tf.train.Checkpoint, step: tf.Variable,
                checkpoint_dir: str | None = None, checkpoint_every_steps: int = 0, keep_checkpoints: int = 2,
@@ -298,10 +309,8 @@ def train_linear_head(encoder, train_examples, *, num_classes: int, batch_size: 
         def step_fn(images, batch_labels):
             return head_step(forward(images), batch_labels)
 
-        def batches_for_epoch(epoch, skip):
-            return augmented_batches(train_examples, batch_size, epoch=epoch, seed=seed,
-                                     image_size=image_size, shuffle_buffer=shuffle_buffer,
-                                     skip_batches=skip)
+        batches_for_epoch = augmented_epochs(train_examples, batch_size, seed=seed,
+                                             image_size=image_size, shuffle_buffer=shuffle_buffer)
     else:
         step_fn = head_step
 

@@ -47,10 +47,9 @@ def train_supervised(encoder, train_examples, *, num_classes: int, batch_size: i
     step_fn = linear.classifier_step(model, optimizer, training=True,
                                      l2_weight_decay=weight_decay)
 
-    def batches_for_epoch(epoch, skip):
-        return linear.augmented_batches(train_examples, batch_size, epoch=epoch, seed=seed,
-                                        image_size=image_size, shuffle_buffer=shuffle_buffer,
-                                        skip_batches=skip)
+    batches_for_epoch = linear.augmented_epochs(train_examples, batch_size, seed=seed,
+                                                image_size=image_size,
+                                                shuffle_buffer=shuffle_buffer)
 
     info = linear.train_loop(step_fn, batches_for_epoch, num_epochs=num_epochs,
                              steps_per_epoch=steps_per_epoch, checkpoint=checkpoint, step=step,
