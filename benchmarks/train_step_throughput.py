@@ -25,11 +25,13 @@ limit_ratio = 1 means the ReLICv2 step runs at the supervised step's FLOP rate (
         --batch_size 64 --mixed_precision mixed_float16 --jit_compile   # a GPU
     python benchmarks/train_step_throughput.py --pipeline            # + the tf.data pipeline
     python benchmarks/train_step_throughput.py --strategy mirrored --num_cpu_replicas 2
-    python benchmarks/train_step_throughput.py --profile_dir /tmp/prof   # + top-op summary
+    python benchmarks/train_step_throughput.py --profile_dir /tmp/prof   # + top ops, phases
 
 --synthetic (default) feeds one constant batch of random views (the model alone); --pipeline
 feeds `relicv2_tf.data.views.pretrain_dataset` on ImageFolder ../shared/data/imagenette (the
-supervised step then reads the same images with `preprocess_for_linear_train`).
+supervised step then reads the same images with `preprocess_for_linear_train`). The supervised
+batch defaults to L x the ReLICv2 batch, the convolution batch of ReLICv2's large-view passes.
+Batch norm is synchronised across replicas in both models unless --local_bn.
 """
 
 from __future__ import annotations

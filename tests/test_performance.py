@@ -2,7 +2,7 @@
 steps_per_execution, channels-last, synthetic input, and the throughput benchmark's FLOP counts.
 
 Every run starts from the same initial weights (seed 0) and reads the same 4 batches, so the
-float32 eager-graph run is the reference the other runs are compared with.
+float32 graph-mode run is the reference the other runs are compared with.
 """
 
 import keras
@@ -115,8 +115,10 @@ def test_mixed_bfloat16_keeps_losses_variables_and_lars_in_float32(reference):
     assert all(v.dtype == "float32" for v in model.weights)
     momenta = [np.asarray(m) for m in model.optimizer._momenta]
     assert all(m.dtype == np.float32 for m in momenta)
-    low_bits = np.concatenate([(m.view(np.uint32) & 0xFFFF).ravel() for m in momenta])
-    assert np.mean(low_bits != 0) > 0.5
+    values = np.concatenate([m.ravel() for m in momenta])
+    values = values[values != 0]  # (some gradients are exactly 0 at the start)
+    assert values.size > 1000
+    assert np.mean((values.view(np.uint32) & 0xFFFF) != 0) > 0.9
     # Same initial weights and batches: the bfloat16 loss of the first steps is the float32 one
     # to bfloat16 precision (later steps drift apart, as any two roundings of SGD do).
     for key in ("loss", "contrastive"):
