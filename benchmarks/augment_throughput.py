@@ -7,7 +7,12 @@ p=0.8), RandomGrayscale, RandomGaussianBlur, Solarization applied to every odd v
 one JSON object. "Per core" = images / CPU-seconds used by this process (user + system, all
 threads), which does not depend on how busy the shared machine is; wall-clock rates are also given.
 
-    python benchmarks/augment_throughput.py [--num_images 320] [--data_dir DIR] [--skip_keras]
+    python benchmarks/augment_throughput.py [--num_images 640] [--warmup_batches 4]
+        [--data_dir DIR] [--skip_keras] [--per_op]
+
+The first `--warmup_batches` batches of each pipeline are not timed: they include graph
+construction, tf.data's autotuning ramp-up (it tries parallelism levels while it learns the
+cost of the map) and the first read of the files; the JSON gives their time separately.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,12 +106,16 @@ def keras_pipeline(config, batch_size):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def measure(dataset, batch_size):
-    """Iterates once; the first batch (graph tracing, warm-up) is not timed."""
+def measure(dataset, batch_size, warmup_batches):
+    """Iterates once; the first `warmup_batches` batches (tracing, autotune ramp-up, first file
+    reads) are timed separately from the rest."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     iterator = iter(dataset)
-    first = next(iterator)
+    for _ in range(warmup_batches):
+        first = next(iterator)
     assert first["large"].shape[1:] == (4, 224, 224, 3), first["large"].shape
     assert first["small"].shape[1:] == (2, 96, 96, 3), first["small"].shape
+    warm_wall, warm_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     count = 0
     for _ in iterator:
@@ -113,29 +123,88 @@ def measure(dataset, batch_size):
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"images": count, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
             "images_per_second_wall": round(count / wall, 1),
-            "images_per_cpu_core_second": round(count / cpu, 1)}
+            "images_per_cpu_core_second": round(count / cpu, 1),
+            "warmup": {"images": warmup_batches * batch_size,
+                       "wall_seconds": round(warm_wall, 2), "cpu_seconds": round(warm_cpu, 2)}}
+
+
+def per_op_costs(data_dir, num_images=32, repeats=3):
+    """CPU milliseconds of each op on one 224 px view, one thread, minus an empty call."""
+    files = sorted(pathlib.Path(data_dir, "train").glob("*/*.JPEG"))[:num_images]
+    encoded = [tf.io.read_file(str(f)) for f in files]
+    images = [tf.io.decode_jpeg(e, channels=3) for e in encoded]
+    box = tf.constant([10, 10, 150, 150])
+    views_224 = [augment.crop_and_resize(x, box, 224) for x in images]
+    seed = tf.constant([1, 2], tf.int64)
+    even = augment.view_augmentation(1, "large")
+    ops = {
+        "empty call": (lambda v: v, views_224),
+        "decode JPEG (source image)": (lambda e: tf.io.decode_jpeg(e, channels=3), encoded),
+        "crop + bicubic resize to 224": (lambda x: augment.crop_and_resize(x, box, 224), images),
+        "crop + bicubic resize to 96": (
+            lambda x: augment.crop_and_resize(x, tf.constant([10, 10, 60, 60]), 96), images),
+        "colour jitter (p=1)": (lambda v: augment.color_jitter(v, seed, prob=1.0), views_224),
+        "  saturation": (lambda v: augment.adjust_saturation(v, 1.1), views_224),
+        "  hue": (lambda v: augment.adjust_hue(v, 0.05), views_224),
+        "  contrast": (lambda v: augment.adjust_contrast(v, 1.1), views_224),
+        "greyscale": (augment.to_grayscale, views_224),
+        "gaussian blur (23 taps)": (lambda v: augment.gaussian_blur(v, 1.5, 11), views_224),
+        "solarize": (augment.solarize, views_224),
+        "normalise": (normalize.normalize_images, views_224),
+        "photometric, even view (blur p=1)": (
+            lambda v: augment.augment_photometric(v, seed, even), views_224),
+    }
+    costs = {}
+    for name, (fn, inputs) in ops.items():
+        fn = tf.function(fn, autograph=False, reduce_retracing=True)
+        for x in inputs[:2]:
+            fn(x)
+        cpu0 = time.process_time()
+        for _ in range(repeats):
+            for x in inputs:
+                fn(x)
+        costs[name] = (time.process_time() - cpu0) * 1e3 / (repeats * len(inputs))
+    empty = costs.pop("empty call")
+    return {"empty_call_ms": round(empty, 3),
+            **{name: round(max(cost - empty, 0.0), 3) for name, cost in costs.items()}}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA))
-    parser.add_argument("--num_images", type=int, default=320)
+    parser.add_argument("--num_images", type=int, default=640, help="timed images")
+    parser.add_argument("--warmup_batches", type=int, default=4,
+                        help="untimed batches first (at least 1)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--skip_keras", action="store_true", help="only time relicv2_tf")
+    parser.add_argument("--per_op", action="store_true",
+                        help="also print each op's CPU ms per 224 px view (one thread)")
     args = parser.parse_args()
     if not pathlib.Path(args.data_dir).is_dir():
         raise SystemExit(f"--data_dir={args.data_dir} does not exist "
                          "(the Imagenette ImageFolder root).")
-    config = data_config(args.data_dir, args.num_images + args.batch_size)
+    if args.warmup_batches < 1:
+        raise SystemExit(f"--warmup_batches={args.warmup_batches} must be >= 1.")
+    warmup = args.warmup_batches
+    config = data_config(args.data_dir, args.num_images + warmup * args.batch_size)
     result = {"benchmark": "augment_throughput", "views": "4x224 + 2x96",
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-              "tensorflow": tf.__version__, "keras": keras.__version__}
-    result["relicv2_tf"] = measure(relicv2_pipeline(config, args.batch_size), args.batch_size)
+              "tensorflow": tf.__version__, "keras": keras.__version__,
+              "command": "python benchmarks/augment_throughput.py " + " ".join(sys.argv[1:])}
+    if args.per_op:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        result["per_op_cpu_ms"] = per_op_costs(args.data_dir)
+        print(json.dumps(result, indent=1))
+        return
+    result["relicv2_tf"] = measure(relicv2_pipeline(config, args.batch_size), args.batch_size,
+                                    warmup)
     if args.skip_keras:
         print(json.dumps(result, indent=1))
         return
-    result["keras_layers"] = measure(keras_pipeline(config, args.batch_size), args.batch_size)
+    result["keras_layers"] = measure(keras_pipeline(config, args.batch_size), args.batch_size,
+                                       warmup)
     result["ratio_per_cpu_core"] = round(
         result["relicv2_tf"]["images_per_cpu_core_second"]
         / result["keras_layers"]["images_per_cpu_core_second"], 2)

@@ -229,6 +229,54 @@ def test_solarize_and_probability():
     assert binomial_ok(solarized.sum(), NUM_SAMPLES, 0.2)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_solarize_equals_the_definition_bit_for_bit(threshold):
+    # The threshold-0.5 fast path (min(x, 1 - x)) must equal "x if x < t else 1 - x" exactly,
+    # also just around the threshold and outside [0, 1].
+    values = np.concatenate([np.linspace(-0.5, 1.5, 2001, dtype=np.float32),
+                             np.nextafter(np.float32(threshold), [0, 1]).astype(np.float32),
+                             np.float32([threshold])])
+    expected = np.where(values < threshold, values, np.float32(1) - values)
+    np.testing.assert_array_equal(augment.solarize(values, threshold).numpy(), expected)
+
+
+def test_saturation_and_hue_keep_the_unit_range_so_color_jitter_skips_their_clip():
+    # color_jitter clips only after brightness and contrast; that is BYOL's clip-after-every-step
+    # only if these two never leave [0, 1] for inputs in [0, 1] (edge values included).
+    rng = np.random.RandomState(3)
+    image = rng.rand(16, 64, 64, 3).astype(np.float32)
+    image = np.concatenate([image, np.round(image), np.ones_like(image[:2]),
+                            np.zeros_like(image[:2])])
+    for factor in (0.0, 0.8, 1.2, 3.0):
+        out = augment.adjust_saturation(image, factor).numpy()
+        assert out.min() >= 0.0 and out.max() <= 1.0, factor
+    for delta in (-0.1, 0.03, 0.1, 0.5):
+        out = augment.adjust_hue(image, delta).numpy()
+        assert out.min() >= 0.0 and out.max() <= 1.0, delta
+
+
+def test_color_jitter_equals_clipping_after_every_step():
+    # Reference: BYOL's order of four ops, each followed by a clip, in numpy/tf.image directly.
+    rng = np.random.RandomState(4)
+    image = tf.constant(rng.rand(9, 11, 3), tf.float32)
+    seed = tf.constant([3, 9], tf.int64)
+    apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 6))
+    draws = [tf.random.stateless_uniform([], b_seed, -0.4, 0.4),
+             tf.random.stateless_uniform([], c_seed, 0.6, 1.4),
+             tf.random.stateless_uniform([], s_seed, 0.8, 1.2),
+             tf.random.stateless_uniform([], h_seed, -0.1, 0.1)]
+    order = np.argsort(tf.random.stateless_uniform([4], order_seed).numpy())
+    x = image
+    for step in order:
+        x = [lambda x: x + draws[0], lambda x: tf.image.adjust_contrast(x, draws[1]),
+             lambda x: tf.image.adjust_saturation(x, draws[2]),
+             lambda x: tf.image.adjust_hue(x, draws[3])][step](x)
+        x = tf.clip_by_value(x, 0.0, 1.0)
+    out = augment.color_jitter(image, seed, prob=1.0)
+    np.testing.assert_allclose(out.numpy(), x.numpy(), atol=1e-6)
+
+
 OPS = {
     "random_resized_crop": lambda x, s: augment.random_resized_crop(x, s, 12, (0.08, 1.0)),
     "random_flip": lambda x, s: augment.random_flip(x, s),

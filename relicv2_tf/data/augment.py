@@ -232,16 +232,17 @@ def _color_jitter(image, seed, brightness, contrast, saturation, hue, prob):
     delta_h = _uniform(h_seed, -hue, hue)
     order = tf.argsort(_uniform(order_seed, shape=[4]))
 
+    # Saturation and hue map [0, 1] into [0, 1] (HSV round trip with S clamped to [0, 1]), so
+    # only brightness and contrast need the clip that BYOL applies after every step.
     def jitter():
         x = image
         for step in range(4):
             x = tf.switch_case(order[step], [
-                lambda x=x: adjust_brightness(x, delta_b),
-                lambda x=x: adjust_contrast(x, factor_c),
+                lambda x=x: tf.clip_by_value(adjust_brightness(x, delta_b), 0.0, 1.0),
+                lambda x=x: tf.clip_by_value(adjust_contrast(x, factor_c), 0.0, 1.0),
                 lambda x=x: adjust_saturation(x, factor_s),
                 lambda x=x: adjust_hue(x, delta_h),
             ])
-            x = tf.clip_by_value(x, 0.0, 1.0)
         return x
 
     return tf.cond(_bernoulli(apply_seed, prob), jitter, lambda: image)
@@ -304,14 +305,20 @@ def gaussian_blur(image, sigma, radius: int):
     """Separable Gaussian blur of [H, W, C]: `radius` taps each side, reflect padding.
 
     Written as two matrix products (columns, then rows) with the padding folded into the
-    matrices; on CPU as fast as a depthwise convolution and simpler to check.
+    matrices: each is one GEMM on the image viewed as [H, W * C] (rows after a transpose), which
+    on CPU is 1.4x faster than an einsum and 2x faster than a separable depthwise convolution
+    at 224 px (measured, docs/BENCHMARKS.md), and simpler to check.
     (BYOL pads with zeros, which darkens the borders; reflect padding blurs without that bias.)
     """
     image = tf.convert_to_tensor(image)
-    height, width = int(image.shape[0]), int(image.shape[1])
+    height, width, channels = (int(d) for d in image.shape)
     radius = min(radius, height - 1, width - 1)
-    blurred = tf.einsum("ij,jwc->iwc", blur_matrix(sigma, radius, height), image)
-    return tf.einsum("wj,ijc->iwc", blur_matrix(sigma, radius, width), blurred)
+    columns = tf.matmul(blur_matrix(sigma, radius, height),
+                        tf.reshape(image, [height, width * channels]))
+    rows_first = tf.transpose(tf.reshape(columns, [height, width, channels]), [1, 0, 2])
+    rows = tf.matmul(blur_matrix(sigma, radius, width),
+                     tf.reshape(rows_first, [width, height * channels]))
+    return tf.transpose(tf.reshape(rows, [width, height, channels]), [1, 0, 2])
 
 
 def random_gaussian_blur(image, seed, prob: float, sigma_range=(0.1, 2.0),
@@ -327,12 +334,16 @@ def random_gaussian_blur(image, seed, prob: float, sigma_range=(0.1, 2.0),
 def solarize(image, threshold: float = 0.5):
     """x if x < threshold else 1 - x, per channel (F.1 step 6)."""
     image = tf.convert_to_tensor(image)
+    if threshold == 0.5:
+        # Identical for every x (x < 1/2 <=> x < 1 - x) and one pass cheaper than the select.
+        return tf.minimum(image, 1.0 - image)
     return tf.where(image < threshold, image, 1.0 - image)
 
 
 def random_solarize(image, seed, prob: float, threshold: float = 0.5):
     image = tf.convert_to_tensor(image)
-    return _select(_bernoulli(seed, prob), solarize(image, threshold), image)
+    # tf.cond: at the paper's p = 0.2 the solarized image is not computed 80 % of the time.
+    return tf.cond(_bernoulli(seed, prob), lambda: solarize(image, threshold), lambda: image)
 
 
 # ---------------------------------------------------------------------------------------------
