@@ -42,6 +42,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.large_crop_area_range = ()  # () = paper Table 16; (min, max) overrides (tiny images)
     data.small_crop_area_range = ()
     data.mask_dir = ""  # image_folder only: masks <mask_dir>/<class>/<stem>.png ("" = no masks)
+    # Offload decoding + augmentation to a tf.data service ("grpc://host:port" of its dispatcher,
+    # docs/SCALING.md); "" = in this process. Each worker processes its own part of every epoch.
+    data.tf_data_service_address = ""
 
     # ---------------------------------------------------------------- model (relicv2_tf/models)
     model = config.model = ml_collections.ConfigDict()
@@ -94,6 +97,7 @@ def validate(config) -> None:
     """Checks a config once, at the boundary, with messages that name the field and the fix."""
     import glob
     import os
+    import re
 
     from relicv2_tf.methods import METHODS
     from relicv2_tf.models import resnet
@@ -121,6 +125,10 @@ def validate(config) -> None:
     for name in ("mask_apply_prob", "bg_rm_prob", "bg_random_prob", "bg_swaps_prob"):
         if not 0.0 <= d[name] <= 1.0:
             fail(f"data.{name}={d[name]} must be a probability in [0, 1].")
+    address = d.get("tf_data_service_address", "")
+    if address and not re.fullmatch(r"grpc://[^\s/:]+:\d+", address):
+        fail(f"data.tf_data_service_address={address!r}; give the dispatcher as grpc://host:port "
+             "(e.g. grpc://data-0:5050), or '' to preprocess in this process.")
     if config.model.depth not in resnet.RESNET_BLOCKS:
         fail(f"model.depth={config.model.depth}; choose one of {sorted(resnet.RESNET_BLOCKS)}.")
     t = config.training

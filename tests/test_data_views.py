@@ -163,6 +163,44 @@ def test_input_context_shards_examples_between_pipelines():
     assert len(ids[0] | ids[1]) == 32
 
 
+@pytest.fixture(scope="module")
+def tf_data_service():
+    """An in-process tf.data service: one dispatcher and two workers on localhost."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    workers = [service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
+               for _ in range(2)]
+    yield dispatcher.target
+    for server in workers + [dispatcher]:
+        server.stop()
+
+
+def test_tf_data_service_workers_split_each_epoch_without_duplicates(tf_data_service):
+    # "distributed_epoch": the two workers share the epoch, so every example arrives once
+    # (the "parallel_epochs" recipe would send each of them twice, with identical views).
+    # BG_Random/BG_Swaps on: the zipped "other image" stream goes through the service too.
+    config = demo_config(source="synthetic", num_examples=48, shuffle_buffer=16,
+                         bg_random_prob=0.5, bg_swaps_prob=0.5,
+                         tf_data_service_address=tf_data_service)
+    batches = list(views.pretrain_dataset(config, batch_size=8, seed=0, repeat=False))
+    ids = [i for b in batches for i in b["id"].numpy()]
+    assert len(ids) == len(set(ids))
+    # Each worker drops the remainder of its own part (< 8 examples each).
+    assert len(ids) >= 48 - 2 * 7 and set(ids) <= {f"synthetic/train/{i:06d}".encode()
+                                                     for i in range(48)}
+    batch = batches[0]
+    assert batch["large"].shape == (8, 4, 32, 32, 3) and batch["small"].shape == (8, 2, 16, 16, 3)
+    assert batch["hard_negative"].shape == (8, 32, 32, 3)
+
+
+def test_tf_data_service_address_is_checked():
+    config = config_lib.get_default_config()
+    config.data.tf_data_service_address = "data-0:5050"
+    with pytest.raises(ValueError, match="grpc://host:port"):
+        config_lib.validate(config)
+
+
 def test_view_parity_follows_table_16_in_make_views(monkeypatch):
     # Replace the table by one where only "even" views are solarised with probability 1 and no
     # other op runs: then exactly large views 2 and 4 (indices 1, 3) and small view 2 change.

@@ -14,6 +14,11 @@ blur, solarize -> saliency masking (large views only, probability p_m, grey ~ U[
 the view's mask covers >= mask_min_fraction) -> normalise.
 Randomness: example i of input pipeline p uses the stateless seed fold_in([seed, p], i), so the
 views depend only on (seed, pipeline, position in the stream), not on threads or timing.
+With `data.tf_data_service_address` the batches are made by tf.data service workers
+("distributed_epoch": each worker decodes and augments its own part of the source, every example
+once per epoch); positions then count within a worker, so the seed also folds in a hash of the
+example id (two workers' i-th examples get different views), and batch order depends on which
+worker answers first.
 """
 
 from __future__ import annotations
@@ -52,11 +57,15 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
         dataset = tf.data.Dataset.zip((dataset, other))
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
+    service = data_config.get("tf_data_service_address", "")
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops only: skip autograph's rewrite
     def make(index, element):
         example, other_example = element if use_other else (element, None)
         example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+        if service:
+            example_seed = tf.random.experimental.stateless_fold_in(
+                example_seed, tf.strings.to_hash_bucket_fast(example["id"], 2**62))
         return make_views(example, example_seed, data_config, other_example)
 
     dataset = dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE,
@@ -67,7 +76,11 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
     # oversubscribing the cores with intra-op thread pools (measured faster on CPU).
     options.threading.max_intra_op_parallelism = 1
     options.deterministic = True
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.with_options(options)
+    if service:
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode="distributed_epoch", service=service))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _check_config(data_config, batch_size):
