@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import keras
 
+from relicv2_tf.models import batch_norm
+
 
 def mlp(
     input_dim: int,
@@ -25,7 +27,7 @@ def mlp(
     x = inputs
     for i in range(num_hidden_layers):
         x = keras.layers.Dense(hidden_dim, name=f"{name}_linear_{i}")(x)
-        x = keras.layers.BatchNormalization(
+        x = batch_norm.BatchNormalization(
             momentum=bn_momentum, epsilon=bn_epsilon, synchronized=synchronized_bn,
             name=f"{name}_batchnorm_{i}")(x)
         x = keras.layers.ReLU()(x)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import keras
 
+from relicv2_tf.models import batch_norm
+
 # depth -> (blocks per group, bottleneck?)
 RESNET_BLOCKS = {
     18: ((2, 2, 2, 2), False),
@@ -53,7 +55,7 @@ def feature_dim(depth: int, width_multiplier: float = 1) -> int:
 
 
 def _batch_norm(name, *, momentum, epsilon, synchronized, zero_init=False):
-    return keras.layers.BatchNormalization(
+    return batch_norm.BatchNormalization(
         momentum=momentum,
         epsilon=epsilon,
         synchronized=synchronized,
@@ -110,7 +112,8 @@ def resnet(
       depth: 18, 34, 50, 101, 152 or 200.
       width_multiplier: 1, 2 or 4 in the paper; fractions (0.25) give tiny test encoders.
       bn_momentum / bn_epsilon: batch-norm decay and epsilon (Haiku defaults 0.9 / 1e-5).
-      synchronized_bn: batch statistics over all replicas (`BatchNormalization(synchronized=True)`).
+      synchronized_bn: batch statistics over all replicas (`batch_norm.BatchNormalization`, one
+        packed all-reduce per layer).
       zero_init_last_bn: zero-initialise the scale of each residual branch's last batch norm.
       input_shape: per-example input shape; spatial dims may be None.
     """
