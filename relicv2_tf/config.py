@@ -87,6 +87,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     train.jit_compile = False
     train.mixed_precision = ""  # "" | mixed_bfloat16 | mixed_float16
     train.synthetic_data = False  # constant random views instead of data.source: the model alone
+    # Bit-identical reruns on the same machine and device count (tf op determinism; slower on
+    # GPU). Without it, `seed` still fixes the initial weights and every augmentation.
+    train.deterministic = False
     return config
 
 

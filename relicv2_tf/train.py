@@ -91,6 +91,11 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
     per_replica = distribute.per_replica_batch_size(config.training.batch_size, strategy)
     if config.training.mixed_precision:
         keras.mixed_precision.set_global_policy(config.training.mixed_precision)
+    # Initial weights from `seed` (Python, NumPy and TF generators); the data pipeline has its
+    # own stateless seeds. Op determinism is process-wide and cannot be turned off again.
+    keras.utils.set_random_seed(config.seed)
+    if config.training.get("deterministic", False):
+        tf.config.experimental.enable_op_determinism()
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
