@@ -128,7 +128,7 @@ def validate(config) -> None:
     for name in ("mask_apply_prob", "bg_rm_prob", "bg_random_prob", "bg_swaps_prob"):
         if not 0.0 <= d[name] <= 1.0:
             fail(f"data.{name}={d[name]} must be a probability in [0, 1].")
-    address = d.get("tf_data_service_address", "")
+    address = d.tf_data_service_address
     if address and not re.fullmatch(r"grpc://[^\s/:]+:\d+", address):
         fail(f"data.tf_data_service_address={address!r}; give the dispatcher as grpc://host:port "
              "(e.g. grpc://data-0:5050), or '' to preprocess in this process.")

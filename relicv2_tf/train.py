@@ -94,7 +94,7 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
     # Initial weights from `seed` (Python, NumPy and TF generators); the data pipeline has its
     # own stateless seeds. Op determinism is process-wide and cannot be turned off again.
     keras.utils.set_random_seed(config.seed)
-    if config.training.get("deterministic", False):
+    if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:

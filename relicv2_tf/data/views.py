@@ -57,7 +57,7 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
         dataset = tf.data.Dataset.zip((dataset, other))
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
-    service = data_config.get("tf_data_service_address", "")
+    service = data_config.tf_data_service_address
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops only: skip autograph's rewrite
     def make(index, element):

@@ -8,7 +8,8 @@ MirroredStrategy benchmark synchronised BN cost it ~19 % of its op time. This la
 [sum, sum of squares, count] into one vector, all-reduces it once (its gradient is then one
 all-reduce as well) and takes the count from the shape. The statistics are Keras's exactly:
 mean = E[x], variance = max(E[x^2] - E[x]^2, 0) over every replica's batch.
-Without `synchronized`, or with a mask, it is Keras's layer unchanged.
+Without `synchronized`, or with a mask, it is Keras's layer unchanged. It overrides Keras's
+`_moments` hook; `tests/test_batch_norm.py` pins it to Keras's synchronised layer.
 """
 
 from __future__ import annotations
@@ -18,19 +19,18 @@ import tensorflow as tf
 
 
 def packed_moments(x, axes, all_reduce_sum):
-    """Mean and variance over `axes` of `x` (float32) and of every replica's `x`.
+    """Mean and variance over `axes` of `x` (float32; channels last) and of every replica's `x`.
 
     `all_reduce_sum(vector)` sums a 1-D tensor over replicas (identity on one device). Returns
     per-channel (mean, variance), each of shape x.shape[-1:] when `axes` are the other axes.
     """
-    channels = tf.shape(x)[-1]
-    local_sum = tf.reduce_sum(x, axis=axes)
-    local_squares = tf.reduce_sum(tf.square(x), axis=axes)
+    channels = x.shape[-1]
     count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
-    total = all_reduce_sum(tf.concat([local_sum, local_squares, count[None]], axis=0))
-    total_count = total[2 * channels]
-    mean = tf.math.divide_no_nan(total[:channels], total_count)
-    mean_of_squares = tf.math.divide_no_nan(total[channels:2 * channels], total_count)
+    packed = tf.concat([tf.reduce_sum(x, axis=axes), tf.reduce_sum(tf.square(x), axis=axes),
+                        count[None]], axis=0)
+    sums, sums_of_squares, total_count = tf.split(all_reduce_sum(packed), [channels, channels, 1])
+    mean = tf.math.divide_no_nan(sums, total_count)
+    mean_of_squares = tf.math.divide_no_nan(sums_of_squares, total_count)
     return mean, tf.maximum(mean_of_squares - tf.square(mean), 0.0)
 
 
@@ -40,12 +40,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _moments(self, inputs, mask):
         context = tf.distribute.get_replica_context()
-        if not self.synchronized or mask is not None or context is None:
+        channels_last = list(self._reduction_axes) == list(range(len(inputs.shape) - 1))
+        if not (self.synchronized and mask is None and context is not None and channels_last):
             return super()._moments(inputs, mask)
-        if list(self._reduction_axes) != list(range(len(inputs.shape) - 1)):
-            return super()._moments(inputs, mask)  # channels not last: Keras's own path
-
-        def all_reduce_sum(vector):
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, vector)
-
-        return packed_moments(tf.cast(inputs, tf.float32), self._reduction_axes, all_reduce_sum)
+        return packed_moments(inputs, self._reduction_axes,
+                              lambda v: context.all_reduce(tf.distribute.ReduceOp.SUM, v))
