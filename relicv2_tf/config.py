@@ -5,9 +5,11 @@ Keys are the argument names of what they build (`model.*` -> `models.resnet.resn
 `models.heads.mlp`, `loss.*` -> `losses.relicv2_loss`, `data.*` -> `data.views`...). The config is
 locked after loading, so a misspelt key (`--config.data.imagesize=...`) stops the run at once.
 
-Where the ReLICv2 paper's extracted text lost a number, the default is the BYOL recipe that
-ReLICv2 states it follows (Grill et al. 2020, appendix C): LARS, base learning rate 0.2 x B/256,
-weight decay 1.5e-6, 10 warm-up epochs, cosine decay, target EMA 0.996 -> 1, batch 4096.
+The defaults are ReLICv2's recipe; docs/RECIPES.md gives every value's source. Where the
+ReLICv2 text we have lost a number, the default is the BYOL recipe that ReLICv2 states it
+follows (Grill et al. 2020, appendix C: LARS, base learning rate 0.2 x B/256, weight decay
+1.5e-6, 10 warm-up epochs, cosine decay, batch 4096), marked "assumed" in RECIPES.md. The target
+EMA is ReLICv2's own: a fixed rate 0.99 (appendix G.3, Table 22), not BYOL's cosine ramp.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.mask_min_fraction = 0.1  # apply only if the mask covers at least this fraction
     data.bg_rm_prob = 0.0  # BG_RM (Ryali et al. 2021)
     data.bg_random_prob = 0.0  # BG_Random
-    data.bg_swaps_prob = 0.0  # BG_Swaps
+    data.bg_swaps_prob = 0.0  # BG_Swaps (contrastive methods only: moco_v2, simclr)
+    # BG_RM's background level; assumed 0.5: Ryali et al.'s value is not in the text we have.
+    data.bg_rm_grey_level = 0.5
+    # Augmentation table (relicv2_tf/data/augment.py AUGMENTATION_TABLES): relicv2 (Table 16) |
+    # byol | simclr | moco_v2 | swav, each paper's own recipe; each method's config selects its own.
+    data.augmentation = "relicv2"
     data.shuffle_buffer = 10_000
     data.cache = False  # cache decoded images in memory (small datasets only)
     data.on_bad_image = "error"  # error | skip (skips are counted and logged)
@@ -60,7 +67,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- loss (relicv2_tf/losses)
     loss = config.loss = ml_collections.ConfigDict()
     loss.temperature = 0.2  # tau
-    loss.alpha = 1.0  # invariance weight
+    loss.contrast_scale = 1.0  # c, weight of the contrastive term (appendix D.1)
+    loss.alpha = 1.0  # invariance weight ("invariance scale", appendix D.1)
     loss.num_negatives = 10  # K; -1 = every other example of the global batch (paper Table 21)
 
     # ---------------------------------------------------------------- optimisation (relicv2_tf/optim)
@@ -79,7 +87,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     train.batch_size = 4096  # global batch, split evenly across replicas
     train.num_epochs = 1000
     train.max_steps = -1  # overrides num_epochs when > 0
-    train.base_target_ema = 0.996  # tau_base of the BYOL EMA schedule, annealed to 1
+    # Target EMA xi <- tau xi + (1 - tau) theta: "constant" tau (ReLICv2 appendix G.3, Table 22:
+    # 0.99 best) or "cosine" from tau_base to 1 (BYOL section 3.2, tau_base 0.996).
+    train.target_ema_schedule = "constant"
+    train.base_target_ema = 0.99
     train.checkpoint_every_steps = 1000
     train.keep_checkpoints = 3
     train.log_every_steps = 50
@@ -90,6 +101,26 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Bit-identical reruns on the same machine and device count (tf op determinism; slower on
     # GPU). Without it, `seed` still fixes the initial weights and every augmentation.
     train.deterministic = False
+    # A step with a non-finite loss or gradient applies no update (optim/guard.py). Then "stop"
+    # ends the run at once (the last checkpoint is good; a rerun resumes from it); "skip_step"
+    # counts and logs it and goes on, stopping after `max_consecutive_nonfinite` in a row.
+    train.on_nonfinite = "stop"
+    train.max_consecutive_nonfinite = 5
+
+    # ---------------------------------------------------------------- monitoring (evaluation/knn)
+    evaluation = config.evaluation = ml_collections.ConfigDict()
+    # Weighted kNN top-1 of the online encoder during pretraining, logged to TensorBoard and the
+    # console every `knn_every_steps` steps (a multiple of training.checkpoint_every_steps;
+    # 0 = off). Labelled splits: knn_report.EVAL_SPLITS of `knn_source` ("" = data.source).
+    evaluation.knn_every_steps = 0
+    # Another labelled source for kNN ("" = data.*), e.g. TFDS imagenet2012 when pretraining on
+    # TFRecord shards; then knn_data_dir / knn_tfds_name replace data.data_dir / data.tfds_name.
+    evaluation.knn_source = ""
+    evaluation.knn_data_dir = ""
+    evaluation.knn_tfds_name = ""
+    evaluation.knn_k = 20  # k = 20, T = 0.07 (Wu et al. 2018; the value lightly reports)
+    evaluation.knn_temperature = 0.07
+    evaluation.knn_max_examples = 5000  # per split (bounds the cost of one evaluation)
     return config
 
 
@@ -117,8 +148,9 @@ def validate(config) -> None:
         fail(f"data.data_dir={d.data_dir!r} is not a directory; point it at an ImageFolder root "
              "(class sub-folders of images), e.g. --config.data.data_dir=/data/imagenette.")
     if d.source == "tfrecord" and not glob.glob(d.data_dir):
-        fail(f"data.data_dir={d.data_dir!r} matches no TFRecord files; give a file pattern such "
-             "as /data/masks/train-*.tfrecord (written by relicv2-saliency).")
+        fail(f"data.data_dir={d.data_dir!r} matches no TFRecord files; give the pattern of the "
+             "shards written by `relicv2-saliency --stage=generate` (images with their masks), "
+             "e.g. --config.data.data_dir='/data/imagenet_masks/train-*'.")
     if d.source == "tfds" and not d.tfds_name:
         fail("data.source='tfds' needs data.tfds_name (e.g. --config.data.tfds_name=imagenet2012).")
     if d.num_large_views < 2 and config.method == "relicv2":
@@ -145,6 +177,17 @@ def validate(config) -> None:
              "'mixed_float16'.")
     if t.checkpoint_every_steps <= 0:
         fail(f"training.checkpoint_every_steps={t.checkpoint_every_steps} must be positive.")
+    from relicv2_tf.optim import guard, schedules
+    if t.target_ema_schedule not in schedules.TARGET_EMA_SCHEDULES:
+        fail(f"training.target_ema_schedule={t.target_ema_schedule!r}; choose one of "
+             f"{schedules.TARGET_EMA_SCHEDULES}.")
+    if t.on_nonfinite not in guard.ON_NONFINITE:
+        fail(f"training.on_nonfinite={t.on_nonfinite!r}; choose one of {guard.ON_NONFINITE}.")
+    if t.max_consecutive_nonfinite < 1:
+        fail(f"training.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1.")
+    if not 0.0 <= t.base_target_ema <= 1.0:
+        fail(f"training.base_target_ema={t.base_target_ema} must be in [0, 1].")
+    _validate_knn_monitor(config, fail)
 
     # ---------------------------------------------------------------- baselines (issue 6)
     views = d.num_large_views
@@ -152,9 +195,18 @@ def validate(config) -> None:
         fail(f"data.num_large_views={views}; {config.method} needs 2 large views.")
     if config.method in ("moco_v2", "simclr") and views != 2:
         fail(f"data.num_large_views={views}; {config.method} pairs exactly 2 views (set 2).")
-    if config.method == "moco_v2" and config.loss.queue_size < t.batch_size:
-        fail(f"loss.queue_size={config.loss.queue_size} must be >= training.batch_size="
-             f"{t.batch_size} (each step enqueues the batch's keys).")
+    if config.method == "moco_v2":
+        m = config.loss
+        keys_per_step = t.batch_size * (2 if m.symmetric else 1)
+        if m.queue_size < keys_per_step:
+            fail(f"loss.queue_size={m.queue_size} must be >= {keys_per_step}, the keys each "
+                 f"step enqueues (training.batch_size, x 2 with loss.symmetric).")
+        if m.shuffle_bn_splits < 1 or t.batch_size % m.shuffle_bn_splits:
+            fail(f"loss.shuffle_bn_splits={m.shuffle_bn_splits} must be >= 1 and divide "
+                 f"training.batch_size={t.batch_size} (Shuffle-BN groups of the key batch).")
+        if config.model.synchronized_bn:
+            fail("model.synchronized_bn=True would pool MoCo's Shuffle-BN key groups across "
+                 "replicas; set it False (loss.shuffle_bn_splits sets the key groups).")
     if config.method == "swav":
         s = config.loss
         if not s.code_views or max(s.code_views) >= views or min(s.code_views) < 0:
@@ -162,8 +214,68 @@ def validate(config) -> None:
         if s.queue_size and s.queue_size < t.batch_size:
             fail(f"loss.queue_size={s.queue_size} must be 0 (no queue) or >= "
                  f"training.batch_size={t.batch_size}.")
-    background = {n: d[n] for n in ("bg_rm_prob", "bg_random_prob", "bg_swaps_prob") if d[n] > 0}
-    if background and (d.source == "tfds" or (d.source == "image_folder" and not d.mask_dir)):
-        fail(f"{', '.join('data.' + n for n in background)} > 0 need foreground masks, which "
-             f"data.source={d.source!r} does not have: use data.source='tfrecord' with the "
-             "shards of relicv2-saliency, or data.mask_dir=<masks> for image_folder.")
+    from relicv2_tf.data import augment as augment_lib
+    from relicv2_tf.data import background as background_lib
+    if d.augmentation not in augment_lib.AUGMENTATION_TABLES:
+        fail(f"data.augmentation={d.augmentation!r}; choose one of "
+             f"{sorted(augment_lib.AUGMENTATION_TABLES)} (--config.data.augmentation=...).")
+    if d.num_small_views > 0 and not augment_lib.table_has_size(d.augmentation, "small"):
+        fail(f"data.num_small_views={d.num_small_views} but data.augmentation={d.augmentation!r} "
+             "has no small crops: set --config.data.num_small_views=0 or use a table with small "
+             "crops (relicv2, swav).")
+    if not 0.0 <= d.bg_rm_grey_level <= 1.0:
+        fail(f"data.bg_rm_grey_level={d.bg_rm_grey_level} must be in [0, 1].")
+    if d.bg_swaps_prob > 0 and config.method not in background_lib.BG_SWAPS_METHODS:
+        fail(f"data.bg_swaps_prob={d.bg_swaps_prob} with method={config.method!r}: BG_Swaps adds "
+             f"a hard negative, which only {background_lib.BG_SWAPS_METHODS} use. Set "
+             "--config.data.bg_swaps_prob=0 (BG_RM / BG_Random: data.bg_rm_prob / "
+             "data.bg_random_prob work with every method), or use method moco_v2 or simclr.")
+    needs_masks = [n for n in MASK_FEATURES if d[n] > 0]
+    if needs_masks and source_has_masks(d) is False:
+        fail(f"{', '.join(f'data.{n}={d[n]}' for n in needs_masks)}: uses a foreground mask per "
+             f"image, which data.source={d.source!r} does not provide. Either give masks: "
+             "run `relicv2-saliency` (stages priors, refine, generate) and train on its shards "
+             "with --config.data.source=tfrecord --config.data.data_dir='<masks>/train-*', or "
+             "for an ImageFolder pass --config.data.mask_dir=<mask folder>; or switch the "
+             f"feature off: {' '.join(f'--config.data.{n}=0' for n in needs_masks)}.")
+
+
+# What each mask-based feature of the data config turns on (views.py needs masks for them).
+MASK_FEATURES = ("mask_apply_prob", "bg_rm_prob", "bg_random_prob", "bg_swaps_prob")
+
+
+def source_has_masks(data_config):
+    """Whether `data_config`'s source gives a mask per image: True / False, or None when only
+    reading the data tells (TFRecord shards: `views.pretrain_dataset` checks their first
+    record and refuses mask features on shards without masks)."""
+    source = data_config.source
+    if source in ("digits", "synthetic"):
+        return True  # the digits' ink, the synthetic shapes
+    if source == "image_folder":
+        return bool(data_config.mask_dir)
+    if source == "tfrecord":
+        return None
+    return False  # tfds: images and labels only
+
+
+def _validate_knn_monitor(config, fail):
+    """`evaluation.knn_*`: the kNN monitor needs a labelled train / held-out split pair."""
+    from relicv2_tf.evaluation import knn_report
+
+    e, t = config.evaluation, config.training
+    if e.knn_every_steps < 0:
+        fail(f"evaluation.knn_every_steps={e.knn_every_steps} must be >= 0 (0 = off).")
+    if e.knn_every_steps == 0:
+        return
+    if e.knn_every_steps % t.checkpoint_every_steps:
+        fail(f"evaluation.knn_every_steps={e.knn_every_steps} must be a multiple of "
+             f"training.checkpoint_every_steps={t.checkpoint_every_steps} (the monitor runs "
+             "at the end of checkpoint intervals).")
+    source = e.knn_source or config.data.source
+    if source not in knn_report.EVAL_SPLITS:
+        fail(f"evaluation.knn_every_steps={e.knn_every_steps} needs labelled train and held-out "
+             f"splits, which source {source!r} does not have; set --config.evaluation."
+             f"knn_source to one of {sorted(knn_report.EVAL_SPLITS)} (with knn_data_dir / "
+             "knn_tfds_name), or --config.evaluation.knn_every_steps=0.")
+    if e.knn_source == "tfds" and not e.knn_tfds_name:
+        fail("evaluation.knn_source='tfds' needs evaluation.knn_tfds_name (e.g. imagenet2012).")

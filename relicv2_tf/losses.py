@@ -7,6 +7,8 @@ C_i = {i} U N_i (N_i: K other examples drawn uniformly without replacement, or a
 
     p[i, c] = softmax_{c in C_i} S[i, c]       r[i, c] = softmax_{c in C_i} S[c, i]
     contrastive = mean_i -log p[i, i]           invariance = mean_i KL(sg(r[i]) || p[i])
+    loss = c * contrastive + alpha * invariance  (c, alpha: the "contrast scale" and "invariance
+                                                  scale" of ReLICv2 appendix D.1)
 
 Distributed use: every replica owns `B_local` rows starting at `row_offset` of the gathered
 batch. Only the local online rows o(a_i) carry gradients (targets are stop-gradient, and so is
@@ -41,7 +43,7 @@ def sample_candidates(batch_size: int, num_negatives: int, seed, row_offset=0, n
 
 
 def relic_pair_loss_rows(online, target, online_all, target_all, *, temperature: float,
-                         alpha: float, row_offset=0, candidates=None):
+                         row_offset=0, candidates=None):
     """Per-row ReLIC loss terms for the local rows; see the module docstring.
 
     Args:
@@ -79,13 +81,14 @@ def relic_pair_loss_rows(online, target, online_all, target_all, *, temperature:
 
 
 def relic_pair_loss(online, target, temperature: float, alpha: float, num_negatives=None,
-                    seed=None):
+                    seed=None, contrast_scale: float = 1.0):
     """ReLIC loss of one (anchor, target) view pair over a whole batch (single device).
 
     Args:
       online: [B, D] online embeddings o(a) (normalised here).
       target: [B, D] target embeddings t(b) (normalised here, stop-gradient).
-      temperature: tau.  alpha: invariance weight.
+      temperature: tau.  alpha: invariance weight.  contrast_scale: weight c of the contrastive
+        term.
       num_negatives: K sampled negatives per example; None = all B - 1 others.
       seed: [2] int stateless seed, required when num_negatives is set.
     Returns:
@@ -98,12 +101,11 @@ def relic_pair_loss(online, target, temperature: float, alpha: float, num_negati
             raise ValueError("relic_pair_loss: num_negatives needs a seed ([2] int tensor).")
         candidates = sample_candidates(batch_size, num_negatives, seed)
     contrastive, invariance = relic_pair_loss_rows(
-        online, target, online, target, temperature=temperature, alpha=alpha,
-        candidates=candidates)
+        online, target, online, target, temperature=temperature, candidates=candidates)
     contrastive = tf.reduce_mean(contrastive)
     invariance = tf.reduce_mean(invariance)
-    return {"loss": contrastive + alpha * invariance, "contrastive": contrastive,
-            "invariance": invariance}
+    return {"loss": contrast_scale * contrastive + alpha * invariance,
+            "contrastive": contrastive, "invariance": invariance}
 
 
 def view_pairs(num_large: int, num_small: int):
@@ -115,21 +117,24 @@ def view_pairs(num_large: int, num_small: int):
 
 
 def relicv2_loss(online_views, target_views, *, num_large: int, temperature: float,
-                 alpha: float, num_negatives=None, seed=None, global_batch_size=None,
-                 online_views_all=None, target_views_all=None, row_offset=0):
+                 alpha: float, contrast_scale: float = 1.0, num_negatives=None, seed=None,
+                 global_batch_size=None, online_views_all=None, target_views_all=None,
+                 row_offset=0):
     """Multi-view ReLICv2 loss (eq. 4), averaged over all (anchor, target) pairs.
 
     Args:
       online_views: list of L + S tensors [b, D]: online embeddings of large then small views.
       target_views: list of L tensors [b, D]: target embeddings of the large views.
-      num_large: L.  temperature, alpha, num_negatives: as in `relic_pair_loss`.
+      num_large: L.  temperature, alpha, contrast_scale, num_negatives: as in
+        `relic_pair_loss`.
       seed: [2] int; the negatives are drawn once per step and shared by all pairs.
       global_batch_size: B; defaults to the local batch (single device).
       online_views_all / target_views_all: the views gathered over replicas ([B, D] each).
       row_offset: first global row owned by this replica.
     Returns:
       {"loss", "contrastive", "invariance"}: sums over local rows divided by B (so that the
-      per-replica values add up to the global mean), averaged over pairs.
+      per-replica values add up to the global mean), averaged over pairs; the two terms are
+      unweighted, loss = contrast_scale * contrastive + alpha * invariance.
     """
     online_views_all = online_views_all or online_views
     target_views_all = target_views_all or target_views
@@ -145,15 +150,15 @@ def relicv2_loss(online_views, target_views, *, num_large: int, temperature: flo
     for anchor, target in pairs:
         contrastive, invariance = relic_pair_loss_rows(
             online_views[anchor], target_views[target], online_views_all[anchor],
-            target_views_all[target], temperature=temperature, alpha=alpha,
-            row_offset=row_offset, candidates=candidates)
+            target_views_all[target], temperature=temperature, row_offset=row_offset,
+            candidates=candidates)
         contrastive_sum += tf.reduce_sum(contrastive)
         invariance_sum += tf.reduce_sum(invariance)
     scale = 1.0 / (len(pairs) * batch_size)
     contrastive = contrastive_sum * scale
     invariance = invariance_sum * scale
-    return {"loss": contrastive + alpha * invariance, "contrastive": contrastive,
-            "invariance": invariance}
+    return {"loss": contrast_scale * contrastive + alpha * invariance,
+            "contrastive": contrastive, "invariance": invariance}
 
 
 # =============================================================================================

@@ -5,13 +5,15 @@ Resumable by construction: Keras' "epochs" are checkpoint intervals of
 is written at the end of each interval with tf.train.CheckpointManager (TF writes checkpoint
 files under temporary names and atomically replaces the `checkpoint` index, so a crash leaves the
 previous checkpoint intact). A rerun with the same workdir restores the latest checkpoint and
-continues from its step; the input pipeline is reseeded with the restored step so resumed runs do
-not replay the same augmentations.
+continues from its step, and its input pipeline from the same example position (the data order
+and every augmentation are pure functions of the seed and the position, `data/views.py`), so a
+resumed run sees exactly the batches an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -22,9 +24,10 @@ from absl import logging
 from relicv2_tf import config as config_lib
 from relicv2_tf import distribute
 from relicv2_tf.data import sources, views
+from relicv2_tf.evaluation import knn_report
 from relicv2_tf.methods import build_method
 from relicv2_tf.models import encoder_io
-from relicv2_tf.optim import lars, schedules
+from relicv2_tf.optim import guard, lars, schedules
 
 
 def total_steps(config, num_examples: int) -> int:
@@ -60,26 +63,70 @@ def make_optimizer(config, steps: int, steps_per_epoch: int):
 
 
 class CheckpointEveryInterval(keras.callbacks.Callback):
-    """Saves model + optimizer at the end of each interval and the final encoder directory."""
+    """Saves model + optimizer at the end of each interval and the final encoder directory,
+    and acts on non-finite steps (`training.on_nonfinite`).
 
-    def __init__(self, manager, encoder_dir, model_config, steps):
+    The train step applies no update on a step whose loss or gradients are not finite and
+    counts it (`methods.base`). After each batch this callback logs a new one and, under "stop"
+    (or "skip_step" after `max_consecutive_nonfinite` in a row), stops training without saving
+    (`failure` holds the error that `pretrain` raises). Before any save the model and optimizer
+    state are checked to be finite, so checkpoint retention only ever drops good checkpoints.
+    """
+
+    def __init__(self, manager, encoder_dir, model_config, steps, on_nonfinite="stop",
+                 max_consecutive_nonfinite=5):
         super().__init__()
         self.manager = manager
         self.encoder_dir = encoder_dir
         self.model_config = model_config
         self.steps = steps
+        self.on_nonfinite = on_nonfinite
+        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.failure = None
+        self.nonfinite_seen = None
+
+    def on_train_begin(self, logs=None):
+        self.nonfinite_seen = distribute.read_int(self.model.nonfinite_steps)
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.steps:
+        step = distribute.read_int(self.model.optimizer.iterations)
+        total = distribute.read_int(self.model.nonfinite_steps)
+        if total > self.nonfinite_seen:
+            self.nonfinite_seen = total
+            streak = distribute.read_int(self.model.nonfinite_streak)
+            message = (f"Step {step}: non-finite loss or gradients; the update was not applied "
+                       f"({total} such steps in all, {streak} in a row).")
+            logging.warning(message)
+            if self.on_nonfinite == "stop" or streak >= self.max_consecutive_nonfinite:
+                self.failure = guard.NonFiniteError(
+                    f"{message} Training stopped (training.on_nonfinite="
+                    f"{self.on_nonfinite!r}, training.max_consecutive_nonfinite="
+                    f"{self.max_consecutive_nonfinite}); nothing after the last good "
+                    f"checkpoint was saved: {self.manager.latest_checkpoint or 'none yet'}. "
+                    "Rerun the same command to resume from it, or skip such steps with "
+                    "--config.training.on_nonfinite=skip_step (docs/RELIABILITY.md).")
+                self.model.stop_training = True
+                return
+        if step >= self.steps:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save()
+        if logs is not None:  # to the console and TensorBoard (callbacks after this one)
+            logs["nonfinite_steps"] = float(self.nonfinite_seen or 0)
+        if self.failure is None:
+            self.save()
 
     def save(self):
-        step = int(self.model.optimizer.iterations)
+        step = distribute.read_int(self.model.optimizer.iterations)
         if any(path.endswith(f"-{step}") for path in self.manager.checkpoints):
             return  # this step is saved already (final save after the last interval)
+        try:
+            guard.assert_finite_state(self.model.weights + list(self.model.optimizer.variables),
+                                      f"checkpoint at step {step}")
+        except guard.NonFiniteError as error:
+            raise guard.NonFiniteError(
+                f"{error} Last good checkpoint: {self.manager.latest_checkpoint or 'none yet'}; "
+                "rerun the same command to resume from it (docs/RELIABILITY.md).") from None
         self.manager.save(checkpoint_number=step)
         encoder_io.save_encoder(self.model.online_encoder, self.model_config, self.encoder_dir)
 
@@ -106,17 +153,22 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
     interval = max(1, min(config.training.checkpoint_every_steps, steps))
 
     with strategy.scope():
-        model = build_method(config, total_steps=steps)
+        model = build_method(config, total_steps=steps,
+                             steps_per_epoch=num_examples / config.training.batch_size)
         model.compile(optimizer=make_optimizer(config, steps, steps_per_epoch),
                       steps_per_execution=config.training.steps_per_execution,
                       jit_compile=config.training.jit_compile)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(workdir, "checkpoints"),
-            max_to_keep=config.training.keep_checkpoints)
+        checkpoint_dir = os.path.join(workdir, "checkpoints")
+        # A kill while TF wrote a checkpoint leaves its `<prefix>_temp` directory (never listed
+        # or restored: the index file is replaced last); this run is the only writer.
+        for stale in tf.io.gfile.glob(os.path.join(checkpoint_dir, "*_temp*")):
+            (tf.io.gfile.rmtree if tf.io.gfile.isdir(stale) else tf.io.gfile.remove)(stale)
+        manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                             max_to_keep=config.training.keep_checkpoints)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    start_step = int(model.optimizer.iterations)
+    start_step = distribute.read_int(model.optimizer.iterations)
     if start_step:
         logging.info("Resumed from %s at step %d / %d.", manager.latest_checkpoint,
                      start_step, steps)
@@ -127,26 +179,46 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         if config.training.synthetic_data:
             return synthetic_views_dataset(config.data, per_replica,
                                            seed=config.seed + input_context.input_pipeline_id)
-        return views.pretrain_dataset(config.data, batch_size=per_replica,
-                                      seed=config.seed + start_step, input_context=input_context)
+        # A resumed run continues each pipeline's example stream where the checkpoint's step
+        # left it: a step takes num_replicas_in_sync / num_input_pipelines per-replica batches
+        # from every pipeline (global batch / pipelines examples), so under
+        # training.deterministic it ends bit-identical to an uninterrupted run.
+        replicas_per_pipeline = (input_context.num_replicas_in_sync
+                                 // input_context.num_input_pipelines)
+        dataset = views.pretrain_dataset(
+            config.data, batch_size=per_replica, seed=config.seed, input_context=input_context,
+            start_position=start_step * per_replica * replicas_per_pipeline)
+        # The train step reads no example ids; Keras' fit under a distribution strategy averages
+        # one batch over replicas to build the model, which fails on strings.
+        return dataset.map(lambda batch: {k: v for k, v in batch.items() if k != "id"})
 
     encoder_dir = os.path.join(workdir, "encoder")
-    saver = CheckpointEveryInterval(manager, encoder_dir, config.model, steps)
+    saver = CheckpointEveryInterval(manager, encoder_dir, config.model, steps,
+                                    config.training.on_nonfinite,
+                                    config.training.max_consecutive_nonfinite)
     started = time.time()
     history = {}
     if start_step < steps:
         dataset = strategy.distribute_datasets_from_function(dataset_fn)
-        # Extra callbacks (e.g. evaluation.knn.KNNMonitor) first, so that what they add to the
-        # logs reaches TensorBoard.
-        callbacks = [*extra_callbacks, saver, keras.callbacks.TensorBoard(
-            os.path.join(workdir, "tensorboard"), update_freq=config.training.log_every_steps)]
+        # Monitors first, so that what they add to the logs reaches TensorBoard and the console.
+        monitors = list(extra_callbacks)
+        if config.evaluation.knn_every_steps:
+            monitors.append(knn_report.monitor(
+                config, every_n_epochs=config.evaluation.knn_every_steps // interval))
+        # Keras' TensorBoard callback filters every summary, the end-of-interval ones (kNN)
+        # included, by `step % update_freq == 0`: a divisor of the interval keeps them.
+        callbacks = [*monitors, saver, keras.callbacks.TensorBoard(
+            os.path.join(workdir, "tensorboard"),
+            update_freq=math.gcd(config.training.log_every_steps, interval))]
         result = model.fit(dataset, epochs=-(-steps // interval),
                            initial_epoch=start_step // interval, steps_per_epoch=interval,
                            callbacks=callbacks, verbose=verbose)
         history = result.history
+        if saver.failure is not None:
+            raise saver.failure
     saver.set_model(model)
     saver.save()
-    summary = {"steps": int(model.optimizer.iterations), "encoder_dir": encoder_dir,
+    summary = {"steps": distribute.read_int(model.optimizer.iterations), "encoder_dir": encoder_dir,
                "history": {k: [float(v) for v in vals] for k, vals in history.items()},
                "seconds": time.time() - started}
     with open(os.path.join(workdir, "pretrain_summary.json"), "w") as f:

@@ -7,18 +7,28 @@
   hard_negative: float32 [B, image_size, image_size, 3], hard_negative_valid: float32 [B]
                  (only when data.bg_swaps_prob > 0; BG_Swaps)
 
-Parity (Table 16): the 1st and 3rd large views and the 1st small view use the "odd" parameters,
-the 2nd and 4th large and the 2nd small the "even" ones (`augment.view_augmentation`).
-Per view: crop + flip (mask follows) -> BG_RM / BG_Random (if enabled) -> colour jitter, greyscale,
-blur, solarize -> saliency masking (large views only, probability p_m, grey ~ U[0, 1], only when
-the view's mask covers >= mask_min_fraction) -> normalise.
-Randomness: example i of input pipeline p uses the stateless seed fold_in([seed, p], i), so the
-views depend only on (seed, pipeline, position in the stream), not on threads or timing.
+Parameters: the table `augment.AUGMENTATION_TABLES[data.augmentation]` (each method's config
+selects its own paper's). Parity (Table 16): the 1st and 3rd large views and the 1st small view
+use the "odd" parameters, the 2nd and 4th large and the 2nd small the "even" ones
+(`augment.view_augmentation`).
+Per view: crop + flip (mask follows) -> [BG_Swaps positive, 2nd large view] -> BG_RM / BG_Random
+(if enabled) -> colour jitter, greyscale, blur, solarize -> saliency masking (large views only,
+probability p_m, grey ~ U[0, 1], only when the view's mask covers >= mask_min_fraction) ->
+normalise. BG_Swaps (`_bg_swaps`): one decision and one other image per example make the
+positive (2nd large view) and the hard negative (on the 1st large view's crop) together.
+Randomness: the example at position i of input pipeline p's stream (counted from the stream's
+start, also after a restart) uses the stateless seed fold_in([seed, p], i), and which example sits
+at position i is itself a pure function of (seed, p, i) (`sources.example_stream`: one stateless
+order per epoch). So the views depend only on (seed, pipeline, position), not on threads, timing
+or restarts: `start_position=p0` yields exactly the batches from example p0 on of a pipeline
+started at 0 (a resumed run passes p0 = step x global batch / input pipelines). The "other image"
+of BG_Random / BG_Swaps comes from a second stream of the source (`stream=1`) at the same
+position, under the same rule.
 With `data.tf_data_service_address` the batches are made by tf.data service workers
 ("distributed_epoch": each worker decodes and augments its own part of the source, every example
 once per epoch); positions then count within a worker, so the seed also folds in a hash of the
 example id (two workers' i-th examples get different views), and batch order depends on which
-worker answers first.
+worker answers first: neither the batch order nor a restart is reproducible then.
 """
 
 from __future__ import annotations
@@ -26,34 +36,35 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow as tf
-from absl import logging
 
+from relicv2_tf import config as config_lib
 from relicv2_tf.data import augment, background, normalize, sources
 
 
 def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=None,
-                     repeat: bool = True) -> tf.data.Dataset:
-    """Batched multi-view dataset; `batch_size` is per replica (per input pipeline)."""
-    _check_config(data_config, batch_size)
-    source = sources.make_source(data_config, input_context=input_context, seed=seed,
-                                 shuffle_files=True)
-    with_masks = sources.has_masks(source)
-    bg_probs = (data_config.bg_rm_prob, data_config.bg_random_prob, data_config.bg_swaps_prob)
-    if not with_masks:
-        if data_config.mask_apply_prob > 0:
-            logging.info("Saliency masking is off: data.source=%r has no masks.",
-                         data_config.source)
-        if any(p > 0 for p in bg_probs):
-            logging.warning("Background augmentations are off: data.source=%r has no masks.",
-                            data_config.source)
-    use_other = with_masks and (data_config.bg_random_prob > 0 or data_config.bg_swaps_prob > 0)
+                     repeat: bool = True, start_position: int = 0) -> tf.data.Dataset:
+    """Batched multi-view dataset; `batch_size` is per replica (per input pipeline).
 
-    dataset = _prepare_stream(source, data_config, seed, repeat)
+    `start_position`: the first example of this input pipeline's stream (0: the start; see the
+    module docstring), e.g. for a restart at step s, s x global batch / number of pipelines.
+    """
+    _check_config(data_config, batch_size)
+    dataset = sources.example_stream(data_config, seed=seed, input_context=input_context,
+                                     start_position=start_position, repeat=repeat)
+    with_masks = sources.has_masks(dataset)
+    needs_masks = [name for name in config_lib.MASK_FEATURES if data_config[name] > 0]
+    if needs_masks and not with_masks:  # e.g. TFRecord shards written without masks
+        raise ValueError(
+            f"{', '.join(f'data.{n}={data_config[n]}' for n in needs_masks)}: uses a foreground "
+            f"mask per image, but data.source={data_config.source!r} "
+            f"(data.data_dir={data_config.data_dir!r}) has none. Train on the shards of "
+            "`relicv2-saliency` (which carry masks) or an ImageFolder with data.mask_dir, or "
+            f"switch the feature off: {' '.join(f'--config.data.{n}=0' for n in needs_masks)}.")
+    use_other = with_masks and (data_config.bg_random_prob > 0 or data_config.bg_swaps_prob > 0)
     if use_other:
-        # "Another random image": an independently shuffled stream of the same source.
-        other = sources.make_source(data_config, input_context=input_context, seed=seed + 1,
-                                    shuffle_files=True)
-        other = _prepare_stream(other, data_config, seed + 1, repeat=True)
+        # "Another random image": a second, independently ordered stream of the same source.
+        other = sources.example_stream(data_config, seed=seed, input_context=input_context,
+                                       start_position=start_position, repeat=True, stream=1)
         dataset = tf.data.Dataset.zip((dataset, other))
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
@@ -68,8 +79,8 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
                 example_seed, tf.strings.to_hash_bucket_fast(example["id"], 2**62))
         return make_views(example, example_seed, data_config, other_example)
 
-    dataset = dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE,
-                                      deterministic=True)
+    dataset = dataset.enumerate(start=start_position).map(
+        make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     # Parallelism comes from the parallel map over examples; one thread per op avoids
@@ -94,17 +105,11 @@ def _check_config(data_config, batch_size):
                 "bg_swaps_prob"):
         if not 0.0 <= data_config[key] <= 1.0:
             raise ValueError(f"data.{key}={data_config[key]} must be in [0, 1].")
-
-
-def _prepare_stream(dataset, data_config, seed, repeat):
-    if data_config.cache:
-        dataset = dataset.cache()
-    if data_config.shuffle_buffer > 1:
-        dataset = dataset.shuffle(data_config.shuffle_buffer, seed=seed,
-                                  reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    return dataset
+    if data_config.augmentation not in augment.AUGMENTATION_TABLES:
+        raise ValueError(f"data.augmentation={data_config.augmentation!r}; choose one of "
+                         f"{sorted(augment.AUGMENTATION_TABLES)}.")
+    if data_config.bg_swaps_prob > 0 and data_config.num_large_views < 2:
+        raise ValueError("data.bg_swaps_prob > 0 needs 2 large views (anchor and positive).")
 
 
 def make_views(example, seed, data_config, other_example=None):
@@ -120,49 +125,66 @@ def make_views(example, seed, data_config, other_example=None):
     num_large, num_small = data_config.num_large_views, data_config.num_small_views
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num_large + num_small + 2))
 
-    large = []
-    for i in range(num_large):
-        # BG_Swaps' positive is the second large view: the anchor's (first view's) foreground on
-        # another image's background.
-        swaps_prob = data_config.bg_swaps_prob if i == 1 else 0.0
-        view = _view(image, mask, other_image, other_mask, seeds[i], data_config.image_size,
-                     _view_params(data_config, i, "large"), data_config, swaps_prob,
-                     saliency=True)
-        large.append(view)
+    large_params = [_view_params(data_config, i, "large") for i in range(num_large)]
+    large_crops = [_crop_flip(image, mask, other_image, other_mask, seeds[i],
+                              data_config.image_size, large_params[i])
+                   for i in range(num_large)]
+    hard_negative = None
+    if data_config.bg_swaps_prob > 0:
+        hard_negative, valid, large_crops[1] = _bg_swaps(large_crops, other_image, other_mask,
+                                                         seeds[-2], seeds[-1], large_params[0],
+                                                         data_config)
+    large = [_finish_view(crop, large_params[i], data_config, saliency=True)
+             for i, crop in enumerate(large_crops)]
     output = {"large": normalize.normalize_images(tf.stack(large)),
               "label": tf.cast(example["label"], tf.int32), "id": example["id"]}
     if num_small > 0:
-        small = [_view(image, mask, other_image, other_mask, seeds[num_large + j],
-                       data_config.small_image_size, _view_params(data_config, j, "small"),
-                       data_config, 0.0, saliency=False) for j in range(num_small)]
+        small = []
+        for j in range(num_small):
+            params = _view_params(data_config, j, "small")
+            crop = _crop_flip(image, mask, other_image, other_mask, seeds[num_large + j],
+                              data_config.small_image_size, params)
+            small.append(_finish_view(crop, params, data_config, saliency=False))
         output["small"] = normalize.normalize_images(tf.stack(small))
-    if data_config.bg_swaps_prob > 0:
-        hard_negative, valid = _hard_negative(image, mask, other_image, other_mask, seeds[0],
-                                              seeds[-1], data_config)
+    if hard_negative is not None:
         output["hard_negative"] = normalize.normalize_images(hard_negative)
         output["hard_negative_valid"] = tf.cast(valid, tf.float32)
     return output
 
 
 def _view_params(data_config, view_index, size):
-    """Table 16 parameters of a view; `data.<size>_crop_area_range` (when set) replaces the
-    crop area range, e.g. for the demo's 8x8-pixel digits where 5 % of the image is one pixel."""
-    params = augment.view_augmentation(view_index, size)
+    """The `data.augmentation` table's parameters of a view; `data.<size>_crop_area_range` (when
+    set) replaces the crop area range, e.g. for the demo's 8x8-pixel digits where 5 % of the
+    image is one pixel."""
+    params = augment.view_augmentation(view_index, size, data_config.augmentation)
     override = tuple(data_config.get(f"{size}_crop_area_range", ()) or ())
     if override:
         if len(override) != 2 or not 0.0 < override[0] <= override[1] <= 1.0:
             raise ValueError(f"data.{size}_crop_area_range={override} must be (min, max) with "
-                             "0 < min <= max <= 1, or () for the paper's Table 16.")
+                             "0 < min <= max <= 1, or () for the table's own crop.")
         params = dataclasses.replace(params, crop_area_range=override)
     return params
 
 
-def _crop_flip(image, mask, other_image, other_mask, seed, size, params):
+@dataclasses.dataclass
+class _Crop:
+    """A view's crop (before its photometric ops), its mask, the other image cut with the same
+    box (BG_Random / BG_Swaps), and the seed of everything after the crop."""
+
+    view: tf.Tensor
+    mask: tf.Tensor | None
+    other: tf.Tensor | None
+    other_mask: tf.Tensor | None
+    seed: tf.Tensor
+
+
+def _crop_flip(image, mask, other_image, other_mask, seed, size, params) -> _Crop:
     """Crop box and flip shared by the image, its mask and the aligned other image/mask."""
     crop_seed, flip_seed, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     box = augment.sample_crop_box(tf.shape(image), crop_seed, params.crop_area_range,
-                                  params.aspect_ratio_range)
+                                  params.aspect_ratio_range, params.crop_max_attempts,
+                                  params.crop_sampler, params.crop_min_object_covered)
     flip = tf.random.stateless_uniform([], flip_seed) < params.flip_prob
 
     def crop(x, method):
@@ -171,44 +193,47 @@ def _crop_flip(image, mask, other_image, other_mask, seed, size, params):
         out = tf.clip_by_value(augment.crop_and_resize(x, box, size, method), 0.0, 1.0)
         return tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
 
-    return (crop(image, "bicubic"), crop(mask, "bilinear"), crop(other_image, "bicubic"),
-            crop(other_mask, "bilinear"), photometric_seed)
+    return _Crop(crop(image, params.resize_method), crop(mask, "bilinear"),
+                 crop(other_image, params.resize_method), crop(other_mask, "bilinear"),
+                 photometric_seed)
 
 
-def _view(image, mask, other_image, other_mask, seed, size, params, data_config, swaps_prob,
-          saliency):
-    view, view_mask, other_view, other_view_mask, photometric_seed = _crop_flip(
-        image, mask, other_image, other_mask, seed, size, params)
-    rm_seed, random_seed, swaps_seed, saliency_seed, photometric_seed = tf.unstack(
-        tf.random.experimental.stateless_split(photometric_seed, 5))
+def _finish_view(crop: _Crop, params, data_config, saliency):
+    """BG_RM / BG_Random -> photometric ops -> saliency masking (large views)."""
+    view = crop.view
+    # The third sub-seed is unused (BG_Swaps now draws once per example, `_bg_swaps`); it is kept
+    # so that every other op sees the same random stream as before.
+    rm_seed, random_seed, _, saliency_seed, photometric_seed = tf.unstack(
+        tf.random.experimental.stateless_split(crop.seed, 5))
     min_fraction = data_config.mask_min_fraction
-    if view_mask is not None and data_config.bg_rm_prob > 0:
-        view, _ = background.bg_rm(view, view_mask, rm_seed, data_config.bg_rm_prob, min_fraction)
-    if other_view is not None and data_config.bg_random_prob > 0:
-        view, _ = background.bg_random(view, view_mask, other_view, other_view_mask, random_seed,
+    if crop.mask is not None and data_config.bg_rm_prob > 0:
+        view, _ = background.bg_rm(view, crop.mask, rm_seed, data_config.bg_rm_prob,
+                                   min_fraction, data_config.bg_rm_grey_level)
+    if crop.other is not None and data_config.bg_random_prob > 0:
+        view, _ = background.bg_random(view, crop.mask, crop.other, crop.other_mask, random_seed,
                                        data_config.bg_random_prob, min_fraction)
-    if other_view is not None and swaps_prob > 0:
-        view, _ = background.bg_swaps_positive(view, view_mask, other_view, other_view_mask,
-                                               swaps_seed, swaps_prob, min_fraction)
     view = augment.augment_photometric(view, photometric_seed, params)
-    if saliency and view_mask is not None and data_config.mask_apply_prob > 0:
-        view, _ = background.saliency_masking(view, view_mask, saliency_seed,
+    if saliency and crop.mask is not None and data_config.mask_apply_prob > 0:
+        view, _ = background.saliency_masking(view, crop.mask, saliency_seed,
                                               data_config.mask_apply_prob, min_fraction)
     return view
 
 
-def _hard_negative(image, mask, other_image, other_mask, anchor_seed, seed, data_config):
-    """BG_Swaps hard negative: another foreground on the first large view's background (same
-    crop and flip as that view), then its own draw of the first view's photometric parameters."""
-    size = data_config.image_size
-    if mask is None or other_image is None:
-        return tf.zeros([size, size, 3]), tf.constant(False)
-    params = _view_params(data_config, 0, "large")
-    anchor, anchor_mask, other, other_view_mask, _ = _crop_flip(
-        image, mask, other_image, other_mask, anchor_seed, size, params)
-    valid_seed, photometric_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    valid = background.bg_swaps_hard_negative_valid(anchor_mask, other_view_mask, valid_seed,
-                                                    data_config.bg_swaps_prob,
-                                                    data_config.mask_min_fraction)
-    negative = background.bg_swaps_hard_negative(anchor, anchor_mask, other, other_view_mask)
-    return augment.augment_photometric(negative, photometric_seed, params), valid
+def _bg_swaps(large_crops, other_image, other_mask, triplet_seed, negative_seed, anchor_params,
+              data_config):
+    """The BG_Swaps triplet: anchor = first large view, positive = second large view (the
+    anchor's foreground on the other image's background), hard negative = the other image's
+    foreground on the first view's background (same crop and flip), then its own draw of the
+    first view's photometric parameters. One decision and one other image for both.
+
+    Returns (hard_negative, valid, the positive's crop)."""
+    anchor, positive = large_crops[0], large_crops[1]
+    if anchor.mask is None or other_image is None:
+        size = data_config.image_size
+        return tf.zeros([size, size, 3]), tf.constant(False), positive
+    swapped, negative, applied = background.bg_swaps(
+        anchor.view, anchor.mask, positive.view, positive.mask, positive.other,
+        positive.other_mask, other_image, other_mask, triplet_seed, data_config.bg_swaps_prob,
+        data_config.mask_min_fraction)
+    negative = augment.augment_photometric(negative, negative_seed, anchor_params)
+    return negative, applied, dataclasses.replace(positive, view=swapped)

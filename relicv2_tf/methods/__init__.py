@@ -1,6 +1,7 @@
 """Self-supervised methods: one keras.Model subclass each, sharing `base.SelfSupervisedModel`.
 
-`METHODS` maps `config.method` to a builder taking (config, total_steps); a dict is enough.
+`METHODS` maps `config.method` to a builder taking (config, total_steps, steps_per_epoch); a dict
+is enough.
 """
 
 from relicv2_tf.methods.byol import BYOL
@@ -10,27 +11,33 @@ from relicv2_tf.methods.simclr import SimCLR
 from relicv2_tf.methods.swav import SwAV
 
 
-def _relicv2(config, total_steps):
-    return ReLICv2(config.model, config.loss, total_steps=total_steps,
-                   base_target_ema=config.training.base_target_ema, seed=config.seed)
+def _target(config):
+    """The EMA target's rate and schedule (`training.base_target_ema`, `.target_ema_schedule`)."""
+    return {"base_target_ema": config.training.base_target_ema,
+            "target_ema_schedule": config.training.target_ema_schedule}
 
 
-def _byol(config, total_steps):
-    return BYOL(config.model, total_steps=total_steps,
-                base_target_ema=config.training.base_target_ema, seed=config.seed)
+def _relicv2(config, total_steps, steps_per_epoch):
+    return ReLICv2(config.model, config.loss, total_steps=total_steps, seed=config.seed,
+                   **_target(config))
 
 
-def _moco_v2(config, total_steps):
-    # The key encoder's momentum m is the (constant) target EMA rate.
-    return MoCoV2(config.model, config.loss, total_steps=total_steps,
-                  key_momentum=config.training.base_target_ema, seed=config.seed)
+def _byol(config, total_steps, steps_per_epoch):
+    return BYOL(config.model, total_steps=total_steps, seed=config.seed, **_target(config))
 
 
-def _swav(config, total_steps):
-    return SwAV(config.model, config.loss, total_steps=total_steps, seed=config.seed)
+def _moco_v2(config, total_steps, steps_per_epoch):
+    # The key encoder's momentum m is the target EMA rate (constant in MoCo).
+    return MoCoV2(config.model, config.loss, total_steps=total_steps, seed=config.seed,
+                  **_target(config))
 
 
-def _simclr(config, total_steps):
+def _swav(config, total_steps, steps_per_epoch):
+    return SwAV(config.model, config.loss, total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch, seed=config.seed)
+
+
+def _simclr(config, total_steps, steps_per_epoch):
     return SimCLR(config.model, config.loss, total_steps=total_steps, seed=config.seed)
 
 
@@ -43,7 +50,12 @@ METHODS = {
 }
 
 
-def build_method(config, total_steps: int):
+def build_method(config, total_steps: int, steps_per_epoch: float | None = None):
+    """The method of `config` for a run of `total_steps`; `steps_per_epoch` (examples / global
+    batch) turns epoch-valued settings into steps, computed from the data when not given."""
     if config.method not in METHODS:
         raise ValueError(f"config.method={config.method!r} is not one of {sorted(METHODS)}.")
-    return METHODS[config.method](config, total_steps)
+    if steps_per_epoch is None:
+        from relicv2_tf.data import sources
+        steps_per_epoch = sources.num_examples(config.data) / config.training.batch_size
+    return METHODS[config.method](config, total_steps, steps_per_epoch)

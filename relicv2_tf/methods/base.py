@@ -1,8 +1,8 @@
 """What every self-supervised method shares: online/target networks, EMA, views, metrics.
 
 A method subclasses `SelfSupervisedModel` and writes only its `train_step` (and its loss in
-`relicv2_tf/losses.py`). Distribution is a strategy choice, not a code path: the helpers below
-(`replica_info`, `gather`) are identities on one device.
+`relicv2_tf/losses.py`). Distribution is a strategy choice, not a code path: the cross-replica
+helpers (`relicv2_tf/cross_replica.py`) are identities on one device.
 """
 
 from __future__ import annotations
@@ -10,26 +10,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from relicv2_tf import cross_replica
 from relicv2_tf.models import heads
 from relicv2_tf.models import resnet as resnet_lib
-from relicv2_tf.optim import schedules
+from relicv2_tf.optim import guard, schedules
 
 
-def replica_info():
-    """(replica_id, num_replicas) of the current replica context."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None:
-        return 0, 1
-    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-
-
-def gather(x):
-    """Concatenates `x` over replicas along axis 0, without gradient (targets, negatives)."""
-    ctx = tf.distribute.get_replica_context()
-    x = tf.stop_gradient(x)
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return x
-    return ctx.all_gather(x, axis=0)
+def enqueue(queue, keys):
+    """FIFO queue [K, D]: the newest keys first, the oldest `len(keys)` rows dropped (MoCo's
+    queue of keys, SwAV's queue of embeddings)."""
+    return tf.concat([keys, queue[:-tf.shape(keys)[0]]], axis=0)
 
 
 def views_to_batch(views):
@@ -45,23 +35,50 @@ def split_views(x, num_views: int):
     return tf.split(x, num_views, axis=0)
 
 
+def use_batch_statistics(network):
+    """Freezes `network` for the optimizer (`trainable = False`) while `network(x, training=True)`
+    still batch-normalises with the batch's statistics.
+
+    Keras runs a BatchNormalization layer whose `trainable` is False in inference mode (moving
+    statistics) even when called with training=True. The EMA target (BYOL, ReLICv2) and MoCo's
+    key encoder are updated by the EMA rule alone, yet run in training mode: BYOL's target
+    normalises with its batch's statistics (Grill et al. 2020, deepmind-research byol: the
+    target forward uses is_training=True). So the batch-norm layers are marked trainable again
+    and their scale and offset variables stay non-trainable (no optimizer ever sees them).
+    """
+    network.trainable = False
+    layers = list(network.layers)
+    while layers:
+        layer = layers.pop()
+        layers += getattr(layer, "layers", [])  # nested models
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = True
+            for variable in layer.trainable_weights:
+                variable.trainable = False
+
+
 class SelfSupervisedModel(keras.Model):
     """Online encoder + projector (+ predictor) and, optionally, an EMA target copy.
 
     Args:
       model_config: the `model` config section (resnet + head sizes).
       total_steps: length of training, for the EMA schedule.
-      base_target_ema: tau_base of the BYOL EMA schedule; None = no target network.
+      base_target_ema: the EMA rate tau (`target_ema_schedule="constant"`) or tau_base of the
+        cosine schedule; None = no target network.
+      target_ema_schedule: "constant" (ReLICv2, MoCo) or "cosine" (BYOL), see
+        `schedules.target_ema_rate`.
       use_predictor: build the online predictor q.
       seed: base of the per-step stateless seeds (negative sampling).
     """
 
     def __init__(self, model_config, *, total_steps: int, base_target_ema=0.996,
-                 use_predictor=True, seed: int = 0, **kwargs):
+                 target_ema_schedule: str = "cosine", use_predictor=True, seed: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.model_config = model_config
         self.total_steps = int(total_steps)
         self.base_target_ema = base_target_ema
+        self.target_ema_schedule = target_ema_schedule
         self.seed = int(seed)
         self.online_encoder = self._encoder("online_encoder")
         feature_dim = resnet_lib.feature_dim(model_config.depth, model_config.width_multiplier)
@@ -73,11 +90,19 @@ class SelfSupervisedModel(keras.Model):
         if base_target_ema is not None:
             self.target_encoder = self._encoder("target_encoder")
             self.target_projector = self._mlp(feature_dim, "target_projector")
-            self.target_encoder.trainable = False  # updated by EMA only, never by the optimizer
-            self.target_projector.trainable = False
+            # Updated by EMA only, never by the optimizer; batch norm in training mode.
+            use_batch_statistics(self.target_encoder)
+            use_batch_statistics(self.target_projector)
             for online, target in self._online_target_pairs():
                 target.assign(online)
         self.trackers = {}
+        # Steps whose loss or gradients were not finite (no update applied; optim/guard.py):
+        # in all, and in a row up to the last step. Plain tf.Variables: checkpointed with the
+        # model, not among its (float) weights.
+        self.nonfinite_steps, self.nonfinite_streak = (
+            tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
+                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            for name in ("nonfinite_steps", "nonfinite_streak"))
         self.built = True  # every sub-network is a built functional model
 
     # ------------------------------------------------------------------ construction helpers
@@ -132,35 +157,40 @@ class SelfSupervisedModel(keras.Model):
                          tf.cast(self.optimizer.iterations, tf.int64)])
 
     def target_ema(self):
+        """The EMA rate of the step being taken (read it before `apply_loss`)."""
         return schedules.target_ema_rate(self.optimizer.iterations, self.base_target_ema,
-                                         self.total_steps)
+                                         self.total_steps, self.target_ema_schedule)
 
     def update_target(self, ema):
-        """target <- ema * target + (1 - ema) * online, in cross-replica context so that mirrored
-        variables are updated on every device with the same value."""
-        pairs = [(o.value, t.value) for o, t in self._online_target_pairs()]
-
-        def merge_fn(strategy, ema):
-            for online, target in pairs:
-                strategy.extended.update(
-                    target, lambda t, o, e: t.assign(e * t + (1.0 - e) * o), args=(online, ema),
-                    group=False)
-
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None:
-            merge_fn(tf.distribute.get_strategy(), ema)
-        else:
-            ctx.merge_call(merge_fn, args=(ema,))
+        """target <- ema * target + (1 - ema) * online on every replica's copy."""
+        cross_replica.update_variables(
+            [(target, lambda t, o, e: t.assign(e * t + (1.0 - e) * o), (online.value, ema))
+             for online, target in self._online_target_pairs()])
 
     def apply_loss(self, tape, loss):
         """Gradients of `loss` (already normalised by the global batch) and one optimizer step;
         replicas' gradients are summed by the optimizer's all-reduce. The tape is closed here, so
         the loss scale (LossScaleOptimizer under mixed_float16, 1 otherwise) seeds the backward
-        pass: the gradients of scale * loss, which `apply_gradients` unscales."""
+        pass: the gradients of scale * loss, which `apply_gradients` unscales.
+        A step whose loss or gradients are not finite on some replica applies nothing
+        (`guard.apply_if_finite`) and is counted in `nonfinite_steps` / `nonfinite_streak`.
+        Under loss scaling, overflowing (scaled) gradients are the LossScaleOptimizer's to skip
+        and shrink its scale; the guard then checks the loss only."""
         variables = self.online_variables()
         grads = tape.gradient(loss, variables,
                               output_gradients=self.optimizer.scale_loss(tf.ones_like(loss)))
-        self.optimizer.apply_gradients(zip(self.transform_gradients(grads), variables))
+        grads = self.transform_gradients(grads)
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        finite = guard.replicas_all_finite(loss, [] if loss_scaled else grads)
+
+        def count_skip():
+            self.nonfinite_steps.assign_add(1)
+            self.nonfinite_streak.assign_add(1)
+
+        guard.apply_if_finite([(self.optimizer, grads, variables)], finite, on_skip=count_skip)
+        # Reset the streak after a finite step (a select: no merge_call inside a cond).
+        self.nonfinite_streak.assign(tf.where(finite, tf.constant(0, tf.int64),
+                                              self.nonfinite_streak))
 
     def transform_gradients(self, grads):
         """Hook for a method to alter gradients before the update (SwAV freezes prototypes)."""
@@ -170,7 +200,7 @@ class SelfSupervisedModel(keras.Model):
         """Updates one Mean tracker per name and returns the logs. `losses` are per-replica
         partial sums over the global batch, so they are scaled by the replica count to read as
         global means; `scalars` (learning rate, EMA rate) are the same on every replica."""
-        _, num_replicas = replica_info()
+        _, num_replicas = cross_replica.replica_info()
         for name, value in losses.items():
             self.trackers[name].update_state(value * num_replicas)
         for name, value in scalars.items():

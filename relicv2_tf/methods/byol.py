@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from relicv2_tf import losses
+from relicv2_tf import cross_replica, losses
 from relicv2_tf.methods import base
 
 
 class BYOL(base.SelfSupervisedModel):
-    def __init__(self, model_config, *, total_steps, base_target_ema=0.996, seed=0, **kwargs):
-        super().__init__(model_config, total_steps=total_steps, base_target_ema=base_target_ema,
-                         use_predictor=True, seed=seed, **kwargs)
+    def __init__(self, model_config, *, total_steps, seed=0, **kwargs):
+        super().__init__(model_config, total_steps=total_steps, use_predictor=True, seed=seed,
+                         **kwargs)
         self.declare_metrics(["loss", "learning_rate", "target_ema"])
 
     def train_step(self, data):
         large = data["large"]
         num_views = large.shape[1]
-        _, num_replicas = base.replica_info()
+        _, num_replicas = cross_replica.replica_info()
 
         views = base.views_to_batch(large)
         targets = base.split_views(self.target_projections(views), num_views)
@@ -34,8 +34,9 @@ class BYOL(base.SelfSupervisedModel):
             predictions = base.split_views(self.online_predictions(views), num_views)
             loss = losses.byol_loss(predictions, targets,
                                     global_batch_size=int(large.shape[0]) * num_replicas)
-        learning_rate = self.optimizer.learning_rate
+        # Learning rate and EMA rate of step k, read before the update increments k (as BYOL's
+        # code evaluates both schedules at the step being taken).
+        learning_rate, ema = self.optimizer.learning_rate, self.target_ema()
         self.apply_loss(tape, loss)
-        ema = self.target_ema()
         self.update_target(ema)
         return self.track({"loss": loss}, {"learning_rate": learning_rate, "target_ema": ema})

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from relicv2_tf import losses
+from relicv2_tf import cross_replica, losses
 from relicv2_tf.methods import base
 
 
 class ReLICv2(base.SelfSupervisedModel):
-    def __init__(self, model_config, loss_config, *, total_steps, base_target_ema=0.996,
-                 seed=0, **kwargs):
-        super().__init__(model_config, total_steps=total_steps, base_target_ema=base_target_ema,
-                         use_predictor=True, seed=seed, **kwargs)
+    def __init__(self, model_config, loss_config, *, total_steps, seed=0, **kwargs):
+        super().__init__(model_config, total_steps=total_steps, use_predictor=True, seed=seed,
+                         **kwargs)
         self.temperature = loss_config.temperature
+        self.contrast_scale = loss_config.contrast_scale
         self.alpha = loss_config.alpha
         self.num_negatives = None if loss_config.num_negatives < 0 else loss_config.num_negatives
         self.declare_metrics(["loss", "contrastive", "invariance", "learning_rate", "target_ema"])
@@ -31,7 +31,7 @@ class ReLICv2(base.SelfSupervisedModel):
         large, small = data["large"], data.get("small")
         num_large = large.shape[1]
         num_small = 0 if small is None else small.shape[1]
-        replica_id, num_replicas = base.replica_info()
+        replica_id, num_replicas = cross_replica.replica_info()
         local_batch = tf.shape(large)[0]
 
         targets = base.split_views(self.target_projections(base.views_to_batch(large)),
@@ -44,13 +44,14 @@ class ReLICv2(base.SelfSupervisedModel):
                     self.online_predictions(base.views_to_batch(small)), num_small)
             terms = losses.relicv2_loss(
                 online, targets, num_large=num_large, temperature=self.temperature,
-                alpha=self.alpha, num_negatives=self.num_negatives, seed=self.step_seed(),
+                contrast_scale=self.contrast_scale, alpha=self.alpha, num_negatives=self.num_negatives, seed=self.step_seed(),
                 global_batch_size=int(large.shape[0]) * num_replicas,
-                online_views_all=[base.gather(o) for o in online],
-                target_views_all=[base.gather(t) for t in targets],
+                online_views_all=[cross_replica.gather(o) for o in online],
+                target_views_all=[cross_replica.gather(t) for t in targets],
                 row_offset=replica_id * local_batch)
-        learning_rate = self.optimizer.learning_rate
+        # Learning rate and EMA rate of step k, read before the update increments k (as BYOL's
+        # code evaluates both schedules at the step being taken).
+        learning_rate, ema = self.optimizer.learning_rate, self.target_ema()
         self.apply_loss(tape, terms["loss"])
-        ema = self.target_ema()
         self.update_target(ema)
         return self.track(terms, {"learning_rate": learning_rate, "target_ema": ema})

@@ -14,16 +14,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from relicv2_tf import losses
+from relicv2_tf import cross_replica, losses
 from relicv2_tf.methods import base
-
-
-def gather_with_gradient(x):
-    """Concatenates `x` over replicas along axis 0; gradients flow back to each replica's rows."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return x
-    return ctx.all_gather(x, axis=0)
 
 
 def views_and_hard_negatives(data):
@@ -48,7 +40,7 @@ class SimCLR(base.SelfSupervisedModel):
         images, num_views, hard_negative_valid = views_and_hard_negatives(data)
         if num_views != 2:
             raise ValueError(f"SimCLR uses 2 large views, got {num_views} (data.num_large_views).")
-        replica_id, num_replicas = base.replica_info()
+        replica_id, num_replicas = cross_replica.replica_info()
         local_batch = int(data["large"].shape[0])
 
         with tf.GradientTape() as tape:
@@ -57,7 +49,7 @@ class SimCLR(base.SelfSupervisedModel):
                 projections, num_views + (hard_negative_valid is not None))
             loss = losses.nt_xent_loss(
                 view1, view2, temperature=self.temperature,
-                view1_all=gather_with_gradient(view1), view2_all=gather_with_gradient(view2),
+                view1_all=cross_replica.gather(view1, with_gradient=True), view2_all=cross_replica.gather(view2, with_gradient=True),
                 row_offset=replica_id * local_batch,
                 global_batch_size=local_batch * num_replicas,
                 hard_negatives=hard_negatives[0] if hard_negatives else None,

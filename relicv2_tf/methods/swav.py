@@ -7,10 +7,11 @@ L2-normalised in the forward pass). For each large crop (`code_views`) the Sinkh
 in front once the queue is full; every other crop predicts them through a softmax at
 `temperature` (eq. 1-2). No target network.
 Schedule details of the paper: the prototypes receive no gradient for the first
-`freeze_prototypes_steps` steps (zeroed gradient; weight decay then only rescales the matrix,
+`loss.freeze_prototypes_epochs` (zeroed gradient; weight decay then only rescales the matrix,
 which the forward normalisation removes); the queue (`queue_size` embeddings per code view,
 identical on every replica, each replica using its own block in Sinkhorn) starts filling at step
-`queue_start_steps` and is used once full.
+`loss.queue_start_epochs` and is used once full. Epochs become steps here, from the run's
+`steps_per_epoch` (examples / global batch), so they follow the batch size.
 Background augmentations act in the data pipeline; BG_Swaps only changes the second large view
 (SwAV has no negatives), so the batch's `hard_negative` is ignored.
 """
@@ -20,20 +21,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from relicv2_tf import losses
+from relicv2_tf import cross_replica, losses
 from relicv2_tf.methods import base
-from relicv2_tf.methods.moco_v2 import enqueue
-
-
-def all_reduce_sum(x):
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return x
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 class SwAV(base.SelfSupervisedModel):
-    def __init__(self, model_config, loss_config, *, total_steps, seed=0, **kwargs):
+    def __init__(self, model_config, loss_config, *, total_steps, steps_per_epoch: float,
+                 seed=0, **kwargs):
         super().__init__(model_config, total_steps=total_steps, base_target_ema=None,
                          use_predictor=False, seed=seed, **kwargs)
         self.temperature = loss_config.temperature
@@ -41,8 +35,10 @@ class SwAV(base.SelfSupervisedModel):
         self.sinkhorn_iterations = loss_config.sinkhorn_iterations
         self.code_views = tuple(loss_config.code_views)
         self.queue_size = loss_config.queue_size
-        self.queue_start_steps = loss_config.queue_start_steps
-        self.freeze_prototypes_steps = loss_config.freeze_prototypes_steps
+        # SwAV's one epoch of frozen prototypes is 313 iterations at batch 4096.
+        self.queue_start_steps = round(loss_config.queue_start_epochs * steps_per_epoch)
+        self.freeze_prototypes_steps = round(loss_config.freeze_prototypes_epochs
+                                             * steps_per_epoch)
         dim = model_config.projector_output_dim
         self.prototypes = self.add_weight(
             shape=(loss_config.num_prototypes, dim), name="prototypes", trainable=True,
@@ -66,36 +62,32 @@ class SwAV(base.SelfSupervisedModel):
         if self.queue is None:
             return losses.sinkhorn_knopp(scores, epsilon=self.epsilon,
                                          num_iters=self.sinkhorn_iterations,
-                                         all_reduce_sum=all_reduce_sum)
-        replica_id, num_replicas = base.replica_info()
+                                         all_reduce_sum=cross_replica.all_reduce_sum)
+        replica_id, num_replicas = cross_replica.replica_info()
         block = self.queue_size // num_replicas
         stored = self.queue.value[view, replica_id * block:(replica_id + 1) * block]
         stored_scores = tf.matmul(stored, prototypes, transpose_b=True)
         weight = tf.concat([tf.fill([block], queue_weight), tf.ones([tf.shape(scores)[0]])], 0)
         codes = losses.sinkhorn_knopp(tf.concat([stored_scores, scores], axis=0),
                                       epsilon=self.epsilon, num_iters=self.sinkhorn_iterations,
-                                      sample_weight=weight, all_reduce_sum=all_reduce_sum)
+                                      sample_weight=weight, all_reduce_sum=cross_replica.all_reduce_sum)
         return codes[block:]
 
     def update_queue(self, embeddings, active):
-        """Enqueues the gathered code-view embeddings [V_code, B, D] on every replica."""
-        def merge_fn(strategy, embeddings, active):
-            strategy.extended.update(
-                self.queue.value, lambda q, e, a: q.assign(tf.where(a, tf.stack(
-                    [enqueue(q[i], e[i]) for i in range(len(self.code_views))]), q)),
-                args=(embeddings, active), group=False)
+        """Enqueues the gathered code-view embeddings [V_code, B, D] on every replica (only when
+        `active`: the queue starts filling at `queue_start_steps`)."""
+        def push(queue, embeddings, active):
+            pushed = tf.stack([base.enqueue(queue[i], embeddings[i])
+                               for i in range(len(self.code_views))])
+            return queue.assign(tf.where(active, pushed, queue))
 
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None:
-            merge_fn(tf.distribute.get_strategy(), embeddings, active)
-        else:
-            ctx.merge_call(merge_fn, args=(embeddings, active))
+        cross_replica.update_variables([(self.queue, push, (embeddings, active))])
 
     def train_step(self, data):
         large, small = data["large"], data.get("small")
         num_large = large.shape[1]
         num_small = 0 if small is None else small.shape[1]
-        _, num_replicas = base.replica_info()
+        _, num_replicas = cross_replica.replica_info()
         global_batch = int(large.shape[0]) * num_replicas
         step = self.optimizer.iterations
         queue_in_use = tf.cast(
@@ -116,7 +108,7 @@ class SwAV(base.SelfSupervisedModel):
                                     code_views=self.code_views, global_batch_size=global_batch)
         learning_rate = self.optimizer.learning_rate
         if self.queue is not None:
-            stored = tf.stack([base.gather(embeddings[v]) for v in self.code_views])
+            stored = tf.stack([cross_replica.gather(embeddings[v]) for v in self.code_views])
             self.update_queue(stored, step >= self.queue_start_steps)
         self.apply_loss(tape, loss)
         return self.track({"loss": loss}, {"learning_rate": learning_rate,

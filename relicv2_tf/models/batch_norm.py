@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from relicv2_tf import cross_replica
+
 
 def packed_moments(x, axes, all_reduce_sum):
     """Mean and variance over `axes` of `x` (float32; channels last) and of every replica's `x`.
@@ -43,5 +45,4 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels_last = list(self._reduction_axes) == list(range(len(inputs.shape) - 1))
         if not (self.synchronized and mask is None and context is not None and channels_last):
             return super()._moments(inputs, mask)
-        return packed_moments(inputs, self._reduction_axes,
-                              lambda v: context.all_reduce(tf.distribute.ReduceOp.SUM, v))
+        return packed_moments(inputs, self._reduction_axes, cross_replica.all_reduce_sum)

@@ -9,8 +9,9 @@ where `online_params` / `online_state` map Haiku module paths (`res_net50/~/bloc
 block_0/~/conv_0`) to `{param name: array}`. ReLICv2's state is a dict and keeps a leading replica
 axis on every array (its evaluation code reads it with `get_first`); BYOL's state is the
 `_ByolExperimentState` named tuple. Neither Haiku nor JAX is needed to read them: the restricted
-unpickler below turns Haiku's mapping classes into dicts and the numpy / dill / jax array helpers
-into numpy arrays, and refuses every other global (a pickle can run arbitrary code).
+unpickler of `models/safe_pickle.py` turns Haiku's mapping classes into dicts and the numpy /
+dill / jax array helpers into numpy arrays, and refuses every other global (a pickle can run
+arbitrary code).
 
 The torso is Haiku's ResNet v1 (`hk.nets.ResNet.BlockGroup`), which `models/resnet.py` reproduces
 layer for layer with the Haiku module paths as layer names ("/~/" -> "__"):
@@ -26,269 +27,24 @@ predictor, online classifier, Haiku's `logits`) are listed in the report and ski
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
-import io
-import keyword
-import os
-import pickle
 import re
-from typing import Any
 
 import keras
 import numpy as np
 
 from relicv2_tf.models import encoder_io
 from relicv2_tf.models import resnet as resnet_lib
+from relicv2_tf.models.safe_pickle import (KNOWN_RECORD_FIELDS, CheckpointError, OpaqueRecord,
+                                           load_checkpoint)
 
 HAIKU_SEPARATOR = "/~/"
 BN_MOMENTUM = 0.9  # Haiku ResNet decay_rate in BYOL / ReLICv2
 BN_EPSILON = 1e-5  # Haiku BatchNorm eps
 STATE_KEYS = ("online_state", "backbone_state")
 PARAM_KEYS = ("online_params", "backbone_params")
-# Field order of byol.byol_experiment._ByolExperimentState and relicv2's _EvalExperimentState.
-KNOWN_RECORD_FIELDS = {
-    "_ByolExperimentState": (
-        "online_params", "target_params", "online_state", "target_state", "opt_state"),
-    "_EvalExperimentState": (
-        "backbone_params", "classif_params", "backbone_state", "backbone_opt_state",
-        "classif_opt_state"),
-}
 IGNORED_ENCODER_MODULES = ("logits",)  # hk.nets.ResNet's classifier: not part of the encoder
 EMA_EXTRA_KEYS = ("hidden", "counter")  # biased average and step count; inference uses `average`
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be converted; the message names the file and the fix."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Restricted unpickling.
-
-
-class PickledMapping(dict):
-    """Stand-in for Haiku's FlatMapping / FlatMap / frozendict: a plain dict.
-
-    Haiku pickles them as `(FlatMapping, (mapping,))`; NEWOBJ + BUILD forms are accepted too.
-    """
-
-    def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
-            state = state[1] or state[0]
-        if isinstance(state, dict) and "_mapping" in state:
-            state = state["_mapping"]
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"unexpected Haiku mapping state {type(state).__name__}")
-        self.update(state)
-
-
-class OpaqueRecord(tuple):
-    """Stand-in for optimiser / experiment state named tuples whose fields we do not need."""
-
-    record_name = "record"
-
-    def __new__(cls, *values):
-        return super().__new__(cls, values)
-
-    def __setstate__(self, state):  # records carry no state we use
-        del state
-
-
-_created_classes: set = set()
-
-
-def _namedtuple(name: str, fields, module: str = "pickled", defaults=None):
-    """dill's `_create_namedtuple` without importing `module` (a pickle must not import code)."""
-    names = [name, *fields]
-    if not all(isinstance(n, str) and n.isidentifier() and not keyword.iskeyword(n)
-               for n in names) or not isinstance(module, str):
-        raise pickle.UnpicklingError(f"invalid named tuple {name!r} fields {fields!r}")
-    cls = collections.namedtuple(name, fields, defaults=defaults)
-    cls.__module__ = "relicv2_tf.models.convert.pickled"
-    cls.source_module = module
-    _created_classes.add(cls)
-    return cls
-
-
-def _record_class(module: str, name: str):
-    if name in KNOWN_RECORD_FIELDS:
-        return _namedtuple(name, KNOWN_RECORD_FIELDS[name], module)
-    cls = type(name, (OpaqueRecord,), {"record_name": f"{module}.{name}"})
-    _created_classes.add(cls)
-    return cls
-
-
-def _set_qualname(obj, attribute, value):
-    """dill's post-processing `setattr(namedtuple_class, '__qualname__', name)`; nothing else."""
-    if attribute != "__qualname__" or obj not in _created_classes or not isinstance(value, str):
-        raise pickle.UnpicklingError(f"refusing setattr({obj!r}, {attribute!r}, ...)")
-    obj.__qualname__ = value
-
-
-def _array_from_reduce(function, args, state, extra=None):
-    """dill's `_create_array` / jax's `_reconstruct_array`: numpy array from its reduce tuple."""
-    if function not in _NUMPY_RECONSTRUCTORS:
-        raise pickle.UnpicklingError(f"array reconstructor {function!r} is not numpy's")
-    array = function(*args)
-    array.__setstate__(state)
-    del extra  # npdict (dill) or aval state (jax): nothing a numpy array needs
-    return np.asarray(array)
-
-
-def _bytes_from_str(text, encoding="latin1"):
-    """`_codecs.encode(str, 'latin1')`: how protocol-2 pickles write `bytes`."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("unexpected _codecs.encode call")
-    return text.encode(encoding)
-
-
-def _dtype_class(scalar_type):
-    """dill's `_create_dtypemeta`: the class of a numpy dtype."""
-    if scalar_type is None:
-        return np.dtype
-    if not (isinstance(scalar_type, type) and issubclass(scalar_type, np.generic)):
-        raise pickle.UnpicklingError(f"unexpected dtype scalar type {scalar_type!r}")
-    return type(np.dtype(scalar_type))
-
-
-_SAFE_TYPES = {
-    t.__name__: t
-    for t in (dict, list, tuple, set, frozenset, bytes, bytearray, str, int, float, complex, bool)
-}
-_SAFE_TYPES["NoneType"] = type(None)
-
-
-def _load_type(name):
-    """dill's `_load_type` for builtin container / scalar types only."""
-    if name not in _SAFE_TYPES:
-        raise pickle.UnpicklingError(f"refusing dill type {name!r}")
-    return _SAFE_TYPES[name]
-
-
-def _frombuffer(buffer, dtype, shape, order):
-    """numpy's protocol-5 array reconstructor."""
-    array = np.frombuffer(buffer, dtype=dtype)
-    return array.reshape(shape, order=order) if shape else array
-
-
-# The numpy functions themselves, taken from numpy's own reduce tuples (numpy 1 pickles name them
-# `numpy.core.multiarray.*`, numpy 2 pickles `numpy._core.multiarray.*`: same functions).
-_RECONSTRUCT = np.zeros(1).__reduce__()[0]
-_SCALAR = np.float32(0).__reduce__()[0]
-_NUMPY_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-for _core in ("numpy.core", "numpy._core"):
-    _NUMPY_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _RECONSTRUCT
-    _NUMPY_GLOBALS[(f"{_core}.multiarray", "scalar")] = _SCALAR
-    _NUMPY_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _frombuffer
-_NUMPY_RECONSTRUCTORS = (_RECONSTRUCT, _frombuffer)
-
-_HAIKU_MAPPINGS = ("FlatMapping", "FlatMap", "frozendict", "_FlatMap")
-SAFE_GLOBALS = {
-    **_NUMPY_GLOBALS,
-    **{(m, n): PickledMapping
-       for m in ("haiku._src.data_structures", "haiku.data_structures") for n in _HAIKU_MAPPINGS},
-    ("dill._dill", "_create_array"): _array_from_reduce,
-    ("dill._dill", "_create_namedtuple"): _namedtuple,
-    ("dill._dill", "_load_type"): _load_type,
-    ("dill._dill", "_create_dtypemeta"): _dtype_class,
-    ("jax._src.array", "_reconstruct_array"): _array_from_reduce,
-    ("_codecs", "encode"): _bytes_from_str,
-    ("builtins", "setattr"): _set_qualname,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    **{("builtins", n): t for n, t in _SAFE_TYPES.items() if n != "NoneType"},
-    **{("__builtin__", n): t for n, t in _SAFE_TYPES.items() if n != "NoneType"},
-}
-# Experiment and optimiser state named tuples, pickled by reference by plain pickle / new dill.
-_RECORD_MODULES = re.compile(r"^(byol|relicv2|optax)(\.|$)")
-_RECORD_NAMES = re.compile(r"^_?[A-Za-z0-9]*State$")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals a Haiku checkpoint needs (see SAFE_GLOBALS)."""
-
-    def __init__(self, file, path: str):
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module, name):
-        if (module, name) in SAFE_GLOBALS:
-            return SAFE_GLOBALS[(module, name)]
-        if _RECORD_MODULES.match(module) and _RECORD_NAMES.match(name):
-            return _record_class(module, name)
-        raise CheckpointError(
-            f"{self._path}: the pickle references `{module}.{name}`, which a Haiku/JAX checkpoint "
-            "never needs; refusing to load it because unpickling it could run code. Only numpy "
-            "arrays, dicts and Haiku mappings are read. If this file really is a published "
-            "ReLICv2/BYOL checkpoint, please report the class name.")
-
-    def persistent_load(self, pid):
-        raise CheckpointError(f"{self._path}: persistent ids are not used by Haiku checkpoints.")
-
-
-class _ProgressFile(io.RawIOBase):
-    """File wrapper that advances a tqdm bar as the unpickler reads (checkpoints reach 4.6 GB)."""
-
-    def __init__(self, raw, bar):
-        self._raw, self._bar = raw, bar
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        count = self._raw.readinto(buffer)
-        self._bar.update(count or 0)
-        return count
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_checkpoint(path: str, *, trust_pickle: bool = False, expected_sha256: str | None = None,
-                    progress: bool = False) -> Any:
-    """Reads a Haiku checkpoint pickle with the restricted unpickler.
-
-    A pickle is a program: opening one from an untrusted source can run code. The restricted
-    unpickler refuses every global outside SAFE_GLOBALS, but it is not a sandbox (a crafted file
-    can still exhaust memory), so the file must be trusted explicitly: either `trust_pickle=True`
-    (you downloaded it yourself from the authors' link) or `expected_sha256` equal to a checksum
-    obtained from a trusted source (the path is then "known safe").
-    """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file; pass the downloaded .pkl file.")
-    if expected_sha256:
-        actual = file_sha256(path)
-        if actual.lower() != expected_sha256.lower():
-            raise CheckpointError(
-                f"{path}: sha256 {actual} does not match the expected {expected_sha256}; the file "
-                "is corrupt or not the one you meant. Re-download it.")
-    elif not trust_pickle:
-        raise CheckpointError(
-            f"{path}: refusing to unpickle a file that is not known to be safe (pickles can run "
-            "code). Pass --trust_pickle if you downloaded it yourself from the authors' link, or "
-            "--expected_sha256 with a checksum from a trusted source.")
-    size = os.path.getsize(path)
-    try:
-        with open(path, "rb", buffering=0) as raw:
-            if progress:
-                from tqdm import tqdm
-
-                with tqdm(total=size, unit="B", unit_scale=True, desc="reading checkpoint") as bar:
-                    return RestrictedUnpickler(
-                        io.BufferedReader(_ProgressFile(raw, bar), 1 << 22), path).load()
-            return RestrictedUnpickler(io.BufferedReader(raw, 1 << 22), path).load()
-    except CheckpointError:
-        raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint pickle ({type(e).__name__}: {e}); the file is "
-            f"probably truncated ({size} bytes) or not a Haiku checkpoint. Re-download it.") from e
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ For each variable w with gradient g:
                       g <- trust * g
     v <- momentum * v + lr * g
     w <- w - (momentum * v + lr * g)   if nesterov   else   w - v
+The norms are overflow-safe (`l2_norm`): a gradient too large to square in float32 (~1e19)
+still gets its finite norm, so the trust ratio scales it down instead of turning it into inf/NaN.
 Biases and batch-norm parameters are excluded from both decay and adaptation by default
 (BYOL appendix C). Exclusions are regular expressions searched in the variable path
 (e.g. "encoder/initial_batchnorm/gamma"); they are resolved once, in `build()`, because the TF
@@ -20,6 +22,14 @@ import keras
 from keras import ops
 
 DEFAULT_EXCLUDE = ("bias", "beta", "gamma", "batchnorm")
+
+
+def l2_norm(x):
+    """||x||_2 without overflow: max|x| * ||x / max|x|||, 0 for x == 0 (squares of values
+    above ~1.8e19 overflow float32; the scaled squares are at most 1)."""
+    scale = ops.max(ops.abs(x))
+    safe_scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+    return scale * ops.sqrt(ops.sum(ops.square(x / safe_scale)))
 
 
 class LARS(keras.optimizers.Optimizer):
@@ -63,8 +73,8 @@ class LARS(keras.optimizers.Optimizer):
         if self._decayed[index]:
             grad = grad + self.lars_weight_decay * variable
         if self._adapted[index]:
-            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
-            g_norm = ops.sqrt(ops.sum(ops.square(grad)))
+            w_norm = l2_norm(variable)
+            g_norm = l2_norm(grad)
             trust = ops.where(
                 ops.logical_and(w_norm > 0, g_norm > 0),
                 self.eeta * w_norm / ops.maximum(g_norm, 1e-30),  # guarded: never divides by 0

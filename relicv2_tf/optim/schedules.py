@@ -1,4 +1,10 @@
-"""Learning-rate and target-EMA schedules (BYOL, Grill et al. 2020, section 3.2 / appendix C)."""
+"""Learning-rate and target-EMA schedules.
+
+Learning rate: linear warm-up then cosine decay (BYOL, Grill et al. 2020, appendix C; SimCLR).
+Target EMA xi <- tau xi + (1 - tau) theta: BYOL anneals tau from tau_base to 1 with a cosine
+(section 3.2); ReLICv2 writes a fixed rate tau (appendix G.3 "Target EMA", Table 22: 0.99-0.993
+best), as MoCo does for its key encoder (m = 0.999).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +25,20 @@ def warmup_cosine(step, base_learning_rate: float, total_steps: int, warmup_step
     return ops.where(step < warmup_steps, warmup, cosine)
 
 
-def target_ema_rate(step, base_ema: float, total_steps: int):
-    """tau(k) = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2: from tau_base at 0 to 1 at K."""
+TARGET_EMA_SCHEDULES = ("constant", "cosine")
+
+
+def target_ema_rate(step, base_ema: float, total_steps: int, schedule: str = "cosine"):
+    """The EMA rate tau(k) at step k of K = `total_steps`.
+
+    constant: tau(k) = tau (ReLICv2 appendix G.3; MoCo's momentum m).
+    cosine:   tau(k) = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2, from tau_base at 0 to 1 at
+              K (BYOL section 3.2).
+    """
+    if schedule == "constant":
+        return ops.cast(ops.full((), base_ema), "float32")
+    if schedule != "cosine":
+        raise ValueError(f"target EMA schedule {schedule!r} is not one of {TARGET_EMA_SCHEDULES}.")
     progress = ops.clip(ops.cast(step, "float32") / max(total_steps, 1), 0.0, 1.0)
     return 1.0 - (1.0 - base_ema) * (ops.cos(math.pi * progress) + 1.0) / 2.0
 
