@@ -16,7 +16,10 @@ import os
 from absl import app
 from absl import flags
 
+from relicv2_tf.cli import common
+
 FLAGS = flags.FLAGS
+COMMAND = "export"
 
 
 def define_flags():
@@ -32,7 +35,6 @@ def define_flags():
     flags.DEFINE_integer("image_size", 224, "Centre-crop size of the serving_bytes preprocessing.")
     flags.DEFINE_integer("resize_size", None, "Its shorter-side resize (default image_size * "
                          "256 / 224); use the linear evaluation's value when exporting its head.")
-    flags.mark_flag_as_required("base_path")
 
 
 def encoder_directory(encoder_dir: str | None, workdir: str | None) -> str:
@@ -80,16 +82,15 @@ def export_from_directories(*, base_path: str, model_name: str, encoder_dir: str
 
 
 def main_with_flags(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
-    try:
+    common.reject_arguments(COMMAND, argv[1:])
+    if not FLAGS.base_path:
+        common.fail(COMMAND, "needs --base_path=<parent directory of the model directory>.")
+    with common.exit_on_error(COMMAND, (FileNotFoundError, FileExistsError, ValueError)):
         export_from_directories(
             base_path=FLAGS.base_path, model_name=FLAGS.model_name, encoder_dir=FLAGS.encoder_dir,
             workdir=FLAGS.workdir, linear_head=FLAGS.linear_head, version=FLAGS.version,
             overwrite=FLAGS.overwrite, image_size=FLAGS.image_size,
             resize_size=FLAGS.resize_size)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        raise app.UsageError(str(error)) from None
 
 
 def main():

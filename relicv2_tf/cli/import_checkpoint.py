@@ -20,6 +20,9 @@ import time
 
 from absl import app, flags
 
+from relicv2_tf.cli import common
+
+COMMAND = "import"
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Released Haiku checkpoint (.pkl), e.g. ReLICv2 or BYOL `pretrain_*.pkl`.")
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -74,13 +77,10 @@ def run(checkpoint: str, output_dir: str | None = None, export_base_path: str | 
 
 
 def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.reject_arguments(COMMAND, argv[1:])
     if not _CHECKPOINT.value:
-        raise app.UsageError("--checkpoint is required (the downloaded .pkl file).")
-    from relicv2_tf.models import convert
-
-    try:
+        common.fail(COMMAND, "--checkpoint is required (the downloaded .pkl file).")
+    with common.exit_on_error(COMMAND, (ValueError, FileNotFoundError, FileExistsError)):
         summary = run(
             _CHECKPOINT.value, output_dir=_OUTPUT_DIR.value,
             export_base_path=_EXPORT_BASE_PATH.value, model_name=_MODEL_NAME.value,
@@ -88,8 +88,6 @@ def _main(argv):
             expected_sha256=_EXPECTED_SHA256.value,
             depth=int(_DEPTH.value) if _DEPTH.value else None, width_multiplier=_WIDTH.value,
             progress=True)
-    except (convert.CheckpointError, ValueError, FileExistsError) as e:
-        raise app.UsageError(str(e)) from e
     print(json.dumps(summary))
 
 

@@ -1,4 +1,5 @@
-"""relicv2-saliency: the label-free saliency pipeline, one stage per call.
+"""relicv2-saliency: the label-free saliency pipeline, one stage per call
+(`relicv2_tf.saliency.pipeline.run_stage`).
 
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=priors
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=refine
@@ -13,190 +14,37 @@ evaluate: label-free foreground / background check of priors vs network -> evalu
 Every stage prints a JSON summary on its last line.
 """
 
-from __future__ import annotations
-
 import json
-import os
-import time
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Saliency config file (experiments/configs/saliency_*.py).",
-    lock_config=True)
-_STAGE = flags.DEFINE_enum("stage", None, ["priors", "refine", "generate", "evaluate"],
-                           "Pipeline stage to run.")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", None,
-                                    "generate: number of workers (overrides the config).")
-_WORKER_INDEX = flags.DEFINE_integer("worker_index", None,
-                                     "generate: this worker's index (overrides the config).")
-flags.mark_flags_as_required(["config", "stage"])
+from relicv2_tf.cli import common
+from relicv2_tf.saliency import pipeline
 
-
-def _subset(entries, size, seed):
-    if size <= 0 or size >= len(entries):
-        return list(entries)
-    index = np.sort(np.random.default_rng(seed).choice(len(entries), size, replace=False))
-    return [entries[i] for i in index]
-
-
-def _load_images(entries, size):
-    import tqdm
-
-    from relicv2_tf.saliency import generate
-
-    return np.stack([generate.load_resized(path, size)
-                     for path, _, _ in tqdm.tqdm(entries, desc="load images")])
-
-
-def run_priors(config) -> dict:
-    from relicv2_tf.saliency import generate, handcrafted
-
-    if not config.data.data_dir:
-        raise app.UsageError("set --config.data.data_dir to an ImageFolder root.")
-    start = time.time()
-    entries = _subset(generate.list_image_folder(config.data.data_dir), config.data.subset_size,
-                      config.seed)
-    images = _load_images(entries, config.data.image_size)
-    priors = handcrafted.priors_for_images(
-        images, config.priors.names, config.priors.n_segments, config.priors.compactness,
-        config.priors.num_workers)
-    os.makedirs(config.workdir, exist_ok=True)
-    path = os.path.join(config.workdir, "priors.npz")
-    np.savez_compressed(path, images=images, ids=np.array([e[2] for e in entries]),
-                        **{f"prior_{k}": v for k, v in priors.items()})
-    seconds = time.time() - start
-    return {"stage": "priors", "path": path, "num_images": len(images),
-            "seconds": round(seconds, 1), "images_per_second": round(len(images) / seconds, 2)}
-
-
-def _read_priors(workdir):
-    path = os.path.join(workdir, "priors.npz")
-    if not os.path.exists(path):
-        raise app.UsageError(f"{path} not found: run --stage=priors first.")
-    data = np.load(path)
-    priors = {k[len("prior_"):]: data[k].astype(np.float32) / 255.0
-              for k in data.files if k.startswith("prior_")}
-    return data["images"], priors
-
-
-def run_refine(config) -> dict:
-    from relicv2_tf.saliency import network, refine
-
-    start = time.time()
-    images, priors = _read_priors(config.workdir)
-    priors = {k: priors[k] for k in config.priors.names}
-    image_size = images.shape[1]
-    factory = lambda: network.build_saliency_network(config.network, image_size)  # noqa: E731
-    model, refined, fused = refine.run_refinement(factory, images, priors, config)
-    directory = network.save_saliency_network(
-        model, network.architecture(config.network, image_size),
-        os.path.join(config.workdir, "saliency_network"))
-    np.savez_compressed(os.path.join(config.workdir, "refined.npz"), fused=_to_uint8(fused),
-                        **{f"refined_{k}": _to_uint8(v) for k, v in refined.items()})
-    change = {k: round(float(np.abs(refined[k] - priors[k]).mean()), 4) for k in refined}
-    return {"stage": "refine", "network_dir": directory, "num_images": len(images),
-            "mean_abs_change_from_prior": change, "seconds": round(time.time() - start, 1)}
-
-
-def _to_uint8(maps):
-    return np.round(np.clip(maps, 0, 1) * 255).astype(np.uint8)
-
-
-def run_generate(config) -> dict:
-    from relicv2_tf.saliency import generate, network, refine
-
-    model, arch = network.load_saliency_network(os.path.join(config.workdir, "saliency_network"))
-    gen = config.generate
-    num_workers = _NUM_WORKERS.value if _NUM_WORKERS.value is not None else gen.num_workers
-    worker_index = _WORKER_INDEX.value if _WORKER_INDEX.value is not None else gen.worker_index
-    if not gen.data_root or not gen.output_dir:
-        raise app.UsageError("set --config.generate.data_root and --config.generate.output_dir.")
-    predict_fn = lambda batch: refine.predict_maps(model, batch, gen.batch_size)  # noqa: E731
-    results = [generate.generate_masks(
-        os.path.join(gen.data_root, split), gen.output_dir, predict_fn, arch["image_size"],
-        num_shards=gen.num_shards, num_workers=num_workers, worker_index=worker_index,
-        batch_size=gen.batch_size, prefix=split) for split in gen.splits]
-    summary = {"stage": "generate", "output_dir": gen.output_dir, "splits": results}
-    priors_path = os.path.join(config.workdir, "priors.npz")
-    if worker_index == 0 and os.path.exists(priors_path):
-        images, priors = _read_priors(config.workdir)
-        k = gen.figure_samples
-        sample = np.stack([generate.resize_uint8(im, arch["image_size"]) for im in images[:k]])
-        maps = refine.predict_maps(model, sample)
-        figure = gen.figure_path or os.path.join(config.workdir, "saliency_samples.png")
-        summary["figure"] = generate.save_figure(
-            figure, images[:k], {n: v[:k] for n, v in priors.items()}, maps, k)
-    return summary
-
-
-def run_evaluate(config) -> dict:
-    from relicv2_tf.saliency import generate, handcrafted, metrics, network, refine
-
-    ev = config.evaluate
-    entries = [e for e in generate.list_image_folder(ev.data_dir) if e[1] >= 0]
-    if not entries:
-        raise app.UsageError(f"{ev.data_dir} has no class folders: the check needs labels.")
-    entries = _subset(entries, ev.num_images, config.seed + 1)
-    images = _load_images(entries, ev.image_size)
-    labels = np.array([e[1] for e in entries])
-    priors = handcrafted.priors_for_images(
-        images, config.priors.names, config.priors.n_segments, config.priors.compactness,
-        config.priors.num_workers)
-    maps = {k: v.astype(np.float32) / 255.0 for k, v in priors.items()}
-    maps["priors_mean"] = np.mean([maps[k] for k in priors], axis=0)
-    network_dir = os.path.join(config.workdir, "saliency_network")
-    if os.path.exists(network_dir):
-        model, arch = network.load_saliency_network(network_dir)
-        net_in = np.stack([generate.resize_uint8(im, arch["image_size"]) for im in images])
-        predicted = refine.predict_maps(model, net_in)
-        maps["network"] = np.stack([generate.resize_map(m, ev.image_size, ev.image_size)
-                                    for m in predicted])
-    masks = {k: np.stack([metrics.binarize(m, ev.threshold_factor) for m in v])
-             for k, v in maps.items()}
-    # baseline: a centred square covering the mean foreground fraction of the last mask set
-    fraction = float(masks[list(masks)[-1]].mean())
-    side = int(round(ev.image_size * np.sqrt(fraction)))
-    lo = (ev.image_size - side) // 2
-    box = np.zeros((ev.image_size, ev.image_size), np.float32)
-    box[lo:lo + side, lo:lo + side] = 1
-    masks["centre_box"] = np.broadcast_to(box, (len(images),) + box.shape)
-    x01 = images.astype(np.float32) / 255.0
-    features_fn = metrics.colour_texture_features
-    if ev.encoder_dir:  # pooled features of a self-supervised encoder instead
-        from relicv2_tf.data.normalize import normalize_images
-        from relicv2_tf.models import encoder_io
-
-        encoder = encoder_io.load_encoder(ev.encoder_dir)
-        features_fn = lambda x: encoder.predict(  # noqa: E731
-            normalize_images(x).numpy(), batch_size=64, verbose=0)
-    results = {k: metrics.foreground_background_check(x01, m, labels, features_fn,
-                                                      train_fraction=ev.train_fraction,
-                                                      seed=config.seed)
-               for k, m in masks.items()}
-    summary = {"stage": "evaluate", "data_dir": ev.data_dir, "num_images": len(images),
-               "image_size": ev.image_size, "threshold_factor": ev.threshold_factor,
-               "features": ev.encoder_dir or "colour_texture", "results": results}
-    os.makedirs(config.workdir, exist_ok=True)
-    with open(os.path.join(config.workdir, "evaluate.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
-
-
-STAGES = {"priors": run_priors, "refine": run_refine, "generate": run_generate,
-          "evaluate": run_evaluate}
-
-
-def _main(argv):
-    del argv
-    summary = STAGES[_STAGE.value](_CONFIG.value)
-    print(json.dumps(summary))
+COMMAND = "saliency"
 
 
 def main():
-    app.run(_main)
+    config = config_flags.DEFINE_config_file(
+        "config", None, "Saliency config file (experiments/configs/saliency_*.py).",
+        lock_config=True)
+    stage = flags.DEFINE_enum("stage", None, list(pipeline.STAGES), "Pipeline stage to run.")
+    num_workers = flags.DEFINE_integer("num_workers", None,
+                                       "generate: number of workers (overrides the config).")
+    worker_index = flags.DEFINE_integer("worker_index", None,
+                                        "generate: this worker's index (overrides the config).")
+
+    def main_with_flags(argv):
+        common.reject_arguments(COMMAND, argv[1:])
+        if config.value is None or stage.value is None:
+            common.fail(COMMAND, "needs --config=<file> and "
+                        f"--stage=<{' | '.join(pipeline.STAGES)}>.")
+        with common.exit_on_error(COMMAND):
+            summary = pipeline.run_stage(config.value, stage.value, num_workers.value,
+                                         worker_index.value)
+        print(json.dumps(summary))
+    app.run(main_with_flags)
 
 
 if __name__ == "__main__":

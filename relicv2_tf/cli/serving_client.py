@@ -17,7 +17,10 @@ import json
 from absl import app
 from absl import flags
 
+from relicv2_tf.cli import common
+
 FLAGS = flags.FLAGS
+COMMAND = "client"
 
 
 def define_flags():
@@ -76,15 +79,13 @@ def main_with_flags(argv):
     from relicv2_tf.serving import client
 
     paths = argv[1:]
-    try:
+    with common.exit_on_error(COMMAND, (FileNotFoundError, ValueError, ImportError, RuntimeError)):
         class_names = client.load_class_names(FLAGS.class_names) if FLAGS.class_names else None
         outputs = predict_files(
             paths, server=FLAGS.server, protocol=FLAGS.protocol, model_name=FLAGS.model_name,
             version=FLAGS.version, signature=FLAGS.signature, image_size=FLAGS.image_size,
             resize_size=FLAGS.resize_size, rest_format=FLAGS.rest_format, timeout=FLAGS.timeout)
         rows = format_results(paths, outputs, FLAGS.top_k, class_names, FLAGS.all_outputs)
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
-        raise app.UsageError(str(error)) from None
     for row in rows:
         print(json.dumps(row))
 

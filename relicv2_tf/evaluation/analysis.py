@@ -16,7 +16,16 @@ by distance. A perfectly class-aligned representation gives a block-diagonal pic
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import tensorflow as tf
+
+from relicv2_tf.evaluation import features as features_lib
+from relicv2_tf.evaluation import inputs, results
+from relicv2_tf.models import encoder_io
+
+RANDOM_INIT = "random"  # an encoders entry naming this instead of a directory
 
 
 def _normalise(features):
@@ -133,3 +142,43 @@ def plot_neighbour_confusion(neighbour_index, neighbour_distances, labels, path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- the protocol
+def run(config, output_dir: str, *, encoders: dict, classes=(0, 1, 2, 3), per_class: int = 50,
+        num_neighbours: int = 5, strategy=None, progress: bool = True) -> dict:
+    """`relicv2-analysis`: class concentration and nearest-neighbour confusion of each of
+    `encoders` ({name: encoder directory, or "random" for a random-init encoder of
+    `config.model`}) on the test split of a linear-eval config (its data, `test_split`,
+    `eval_batch_size` and `linear` image / resize sizes). Writes `class_concentration.png`,
+    `nn_confusion_<name>.png` and `analysis.json` to `output_dir`."""
+    if not encoders:
+        raise ValueError("no encoders to analyse; pass name=encoder_dir pairs.")
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():  # every directory is read before the first (slow) extraction
+        loaded = {name: (inputs.random_init_encoder(config.model, config.seed)
+                         if path == RANDOM_INIT else encoder_io.load_encoder(path))
+                  for name, path in encoders.items()}
+    os.makedirs(output_dir, exist_ok=True)
+    examples = inputs.labelled_examples(config.data, config.test_split)
+    ratios, metrics, details = {}, {}, {}
+    for name, encoder in loaded.items():
+        features, labels = features_lib.centre_crop_features(
+            encoder, examples, batch_size=config.eval_batch_size,
+            image_size=config.linear.image_size, resize_size=config.linear.resize_size,
+            progress=progress, description=name, strategy=strategy)
+        ratios[name] = class_concentration_ratios(features, labels)
+        chosen = select_contiguous(labels, classes, per_class, config.seed)
+        index, distances = nearest_neighbours(features[chosen], num_neighbours)
+        figure = plot_neighbour_confusion(
+            index, distances, labels[chosen], os.path.join(output_dir, f"nn_confusion_{name}.png"),
+            class_names=[str(c) for c in classes])
+        metrics[f"{name}/mean_ratio"] = float(ratios[name].mean())
+        metrics[f"{name}/nn_label_agreement"] = neighbour_label_agreement(index, labels[chosen])
+        details[name] = {"encoder_dir": encoders[name], "nn_figure": figure,
+                         "ratio_quantiles_0_25_50_75_100": np.quantile(
+                             ratios[name], [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()}
+    details["concentration_figure"] = plot_concentration(
+        ratios, os.path.join(output_dir, "class_concentration.png"))
+    results.write_result(output_dir, "analysis", metrics, config=config, details=details)
+    return metrics

@@ -19,14 +19,18 @@ logits are restricted to the mapped classes and the best one's super-class is th
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import tensorflow as tf
 
-from relicv2_tf.data import eval_preprocess, normalize
-from relicv2_tf.evaluation import linear, results
+from relicv2_tf.data import eval_preprocess
+from relicv2_tf.evaluation import features as features_lib
+from relicv2_tf.evaluation import inputs, linear, linear_head, results
 
 VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand", "mixed_next")
+MODES = ("imagenet9", "masks")  # config.mode: the published folders | composed from masks
+HEADS = ("train", "imagenet")  # config.head: a probe on original/train | the ImageNet head
 
 
 def bg_gap(accuracies: dict) -> float:
@@ -36,6 +40,9 @@ def bg_gap(accuracies: dict) -> float:
 
 def read_in_to_in9(path: str) -> np.ndarray:
     """The challenge's mapping file: a JSON list (or {"0": k, ...} dict) of 1000 super-classes."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"--config.in_to_in9={path!r} is not a file; head=imagenet needs "
+                                "the Backgrounds Challenge's in_to_in9.json.")
     with open(path) as f:
         mapping = json.load(f)
     if isinstance(mapping, dict):
@@ -50,7 +57,7 @@ def superclass_top1(head, features, labels, superclass_of) -> float:
     """Top-1 on super-classes of a fine-grained head (restricted to mapped classes)."""
     superclass_of = np.asarray(superclass_of)
     subset = np.flatnonzero(superclass_of >= 0)
-    top = linear.predict_top_k(head, features, 1, class_subset=subset)
+    top = linear_head.predict_top_k(head, features, 1, class_subset=subset)
     return float(np.mean(superclass_of[top[:, 0]] == np.asarray(labels)))
 
 
@@ -127,17 +134,9 @@ def load_masked_examples(examples, image_size: int = 224, resize_size: int = 256
     return np.stack(images), np.stack(masks), np.asarray(labels, np.int32)
 
 
-def variant_features(encoder, variant_images, batch_size: int = 256, progress: bool = False):
-    """Features of composed images in [0, 1] (normalised here)."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (variant_images.astype(np.float32), np.zeros(len(variant_images), np.int32)))
-    dataset = dataset.batch(batch_size).map(lambda x, y: (normalize.normalize_images(x), y))
-    return linear.extract_features(encoder, dataset, progress=progress)[0]
-
-
 def evaluate_variants(encoder, head, variant_examples: dict, *, num_classes: int,
                       superclass_of=None, batch_size: int = 256, image_size: int = 224,
-                      resize_size: int = 256, progress: bool = True) -> dict:
+                      resize_size: int = 256, progress: bool = True, strategy=None) -> dict:
     """Accuracy per variant + BG-gap, from {variant: (image, label) dataset} (ImageFolder root)
     or {variant: (images01 array, labels)} (composed from masks)."""
     accuracies = {}
@@ -146,18 +145,83 @@ def evaluate_variants(encoder, head, variant_examples: dict, *, num_classes: int
             continue
         data = variant_examples[name]
         if isinstance(data, tuple):
-            features, labels = variant_features(encoder, data[0], batch_size, progress), data[1]
+            features = features_lib.image_array_features(
+                encoder, data[0], batch_size=batch_size, progress=progress, description=name,
+                strategy=strategy)
+            labels = data[1]
         else:
-            features, labels = linear.extract_features(
-                encoder, linear.eval_batches(data, batch_size, image_size, resize_size),
-                progress=progress, description=name)
+            features, labels = features_lib.centre_crop_features(
+                encoder, data, batch_size=batch_size, image_size=image_size,
+                resize_size=resize_size, progress=progress, description=name,
+                strategy=strategy)
         if superclass_of is not None:
             accuracies[name] = superclass_top1(head, features, labels, superclass_of)
         else:
-            top = linear.predict_top_k(head, features, 1)
+            top = linear_head.predict_top_k(head, features, 1)
             accuracies[name] = results.top_k_accuracy(top, labels, 1)
     metrics = dict(accuracies)
     if "mixed_same" in accuracies and "mixed_rand" in accuracies:
         metrics["bg_gap"] = bg_gap(accuracies)
     metrics["num_classes"] = int(num_classes)
+    return metrics
+
+
+# --------------------------------------------------------------------------- the protocol
+def imagenet9_folders(root: str, split: str = "val") -> dict:
+    """{variant: ImageFolder data config} of a Backgrounds Challenge root laid out as published
+    (`<root>/<variant>/<split>/<class>/`); variants without a folder are left out."""
+    if not root or not os.path.isdir(root):
+        raise ValueError(f"--config.imagenet9_root={root!r} is not a directory (the Backgrounds "
+                         "Challenge root, holding <variant>/val/<class>/).")
+    variants = {name: inputs.data_section(source="image_folder", split="",
+                                          data_dir=os.path.join(root, name, split))
+                for name in VARIANTS if os.path.isdir(os.path.join(root, name, split))}
+    if "original" not in variants:
+        raise ValueError(f"{root}/original/{split} is missing.")
+    return variants
+
+
+def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
+    """`relicv2-backgrounds`: accuracy of the config's encoder + head on the five ImageNet-9
+    variants (`config.mode`: the published folders, or composed from masks of `config.data`) and
+    BG-gap; writes `backgrounds.json` to `output_dir`."""
+    if config.mode not in MODES or config.head not in HEADS:
+        raise ValueError(f"--config.mode must be one of {MODES} (got {config.mode!r}) and "
+                         f"--config.head one of {HEADS} (got {config.head!r}).")
+    strategy = strategy or tf.distribute.get_strategy()
+    size = dict(image_size=config.image_size, resize_size=config.resize_size)
+    if config.mode == "imagenet9":
+        folders = imagenet9_folders(config.imagenet9_root, config.imagenet9_split)
+        train_data = train_split = None
+        if config.head == "train":
+            train_root = os.path.join(config.imagenet9_root, "original", "train")
+            if not os.path.isdir(train_root):
+                raise ValueError(f"{train_root} is missing: head=train needs the original "
+                                 "training images (or use --config.head=imagenet).")
+            train_data = inputs.data_section(source="image_folder", data_dir=train_root, split="")
+            train_split = ""
+        num_classes = inputs.resolve_num_classes(config.num_classes, folders["original"], "")
+        variants = {name: inputs.labelled_examples(data, "") for name, data in folders.items()}
+    else:
+        train_data, train_split = config.data, config.train_split
+        num_classes = inputs.resolve_num_classes(config.num_classes, config.data,
+                                                 config.train_split)
+        images, masks, labels = load_masked_examples(
+            inputs.labelled_examples(config.data, config.test_split, with_masks=True), **size)
+        variants = {name: (composed, labels) for name, composed in
+                    make_variants(images, masks, labels, config.seed).items()}
+    superclass_of = read_in_to_in9(config.in_to_in9) if config.head == "imagenet" else None
+    with strategy.scope():
+        encoder = inputs.encoder_from_config(config)
+        if config.head == "imagenet":
+            head = linear_head.load_head(config.head_path)
+    if config.head == "train":
+        head, _ = linear.train_linear_head(
+            encoder, inputs.labelled_examples(train_data, train_split), num_classes=num_classes,
+            augment=False, seed=config.seed, progress=progress, strategy=strategy, **size,
+            **config.linear.to_dict())
+    metrics = evaluate_variants(encoder, head, variants, num_classes=num_classes,
+                                superclass_of=superclass_of, batch_size=config.batch_size,
+                                progress=progress, strategy=strategy, **size)
+    results.write_result(output_dir, "backgrounds", metrics, config=config)
     return metrics

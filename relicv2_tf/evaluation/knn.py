@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from relicv2_tf.evaluation import features
+
 
 def knn_predict(train_features, train_labels, query_features, num_classes: int,
                 k: int = 20, temperature: float = 0.07, batch_size: int = 1024):
@@ -29,6 +31,11 @@ def knn_predict(train_features, train_labels, query_features, num_classes: int,
     return tf.concat(scores, axis=0).numpy()
 
 
+def num_classes_of(*label_arrays) -> int:
+    """Number of classes when only the labels are known: the largest label + 1."""
+    return int(max(int(np.max(labels)) for labels in label_arrays) + 1)
+
+
 def knn_accuracy(train_features, train_labels, query_features, query_labels,
                  num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
     scores = knn_predict(train_features, train_labels, query_features, num_classes, k,
@@ -36,26 +43,17 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels,
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(query_labels)))
 
 
-def _features_and_labels(encoder, dataset):
-    """(images, labels) batches -> (features [N, D], labels [N]) with inference-mode batch norm."""
-    features, labels = [], []
-    for images, batch_labels in dataset:
-        features.append(np.asarray(encoder(images, training=False)))
-        labels.append(np.asarray(batch_labels))
-    return np.concatenate(features), np.concatenate(labels).astype(np.int32)
-
-
 class KNNMonitor(keras.callbacks.Callback):
     """Logs the weighted kNN top-1 accuracy of `model.<encoder_attr>` as `knn_top1`.
 
     `train_dataset` / `test_dataset` yield batches of (normalised images, labels). Every
     `every_n_epochs` epochs, features of both are extracted in inference mode and the test set is
-    classified by `knn_accuracy`. The value is written into the epoch's `logs` dict (NaN on the
-    epochs in between), so callbacks placed after this one in the list (TensorBoard, CSVLogger)
-    record it.
+    classified by `knn_accuracy` (`num_classes` None: the largest label + 1). The value is
+    written into the epoch's `logs` dict (NaN on the epochs in between), so callbacks placed
+    after this one in the list (TensorBoard, CSVLogger) and the progress bar record it.
     """
 
-    def __init__(self, train_dataset, test_dataset, num_classes: int, every_n_epochs: int = 1,
+    def __init__(self, train_dataset, test_dataset, num_classes=None, every_n_epochs: int = 1,
                  k: int = 20, temperature: float = 0.07, encoder_attr: str = "online_encoder"):
         super().__init__()
         self.train_dataset = train_dataset
@@ -77,10 +75,13 @@ class KNNMonitor(keras.callbacks.Callback):
             raise AttributeError(
                 f"KNNMonitor: the model has no attribute {self.encoder_attr!r}; pass "
                 f"encoder_attr= the name of its encoder (e.g. 'online_encoder').")
-        train_features, train_labels = _features_and_labels(encoder, self.train_dataset)
-        test_features, test_labels = _features_and_labels(encoder, self.test_dataset)
+        train_features, train_labels = features.extract_features(encoder, self.train_dataset,
+                                                                 progress=False)
+        test_features, test_labels = features.extract_features(encoder, self.test_dataset,
+                                                               progress=False)
+        num_classes = self.num_classes or num_classes_of(train_labels, test_labels)
         accuracy = knn_accuracy(train_features, train_labels, test_features, test_labels,
-                                self.num_classes, self.k, self.temperature)
+                                num_classes, self.k, self.temperature)
         self.history.append((epoch, accuracy))
         if logs is not None:
             logs["knn_top1"] = accuracy

@@ -1,52 +1,72 @@
-"""The end-of-pretraining check: kNN top-1 of the pretrained encoder vs a random-init one.
+"""kNN evaluation of a pretraining run: the end-of-run check (pretrained vs random-init encoder)
+and the monitor that `train.pretrain` runs during training (`config.evaluation.knn_*`).
 
-Both encoders have the same architecture and see the same centre-cropped images
-(`preprocess_for_eval` at the pretraining resolution), so the gap measures what pretraining
-learned, not the preprocessing.
+Both encoders see the same centre-cropped images (`preprocess_for_eval` at the pretraining
+resolution), so the gap measures what pretraining learned, not the preprocessing.
 """
 
 from __future__ import annotations
 
-import keras
-import numpy as np
-
-from relicv2_tf.data import eval_preprocess, sources
-from relicv2_tf.evaluation import knn, linear
+from relicv2_tf.data import eval_preprocess
+from relicv2_tf.evaluation import batches, features, inputs, knn
 from relicv2_tf.models import encoder_io
 
+# Sources with labels and a held-out split: (train split, held-out split).
 EVAL_SPLITS = {"digits": ("train", "test"), "synthetic": ("train", "test"),
                "image_folder": ("train", "val"), "tfds": ("train", "validation")}
 
 
-def _features(encoder, data_config, split, image_size, max_examples, batch_size=256):
-    examples = sources.make_source(data_config, split, shuffle_files=False)
+def labelled_data_config(config):
+    """The data config of kNN evaluation: `config.data`, or, when `config.evaluation.knn_source`
+    is set, `config.data` with source / data_dir / tfds_name from `knn_source`, `knn_data_dir`
+    and `knn_tfds_name`."""
+    evaluation = config.get("evaluation")
+    if evaluation is None or not evaluation.knn_source:
+        return inputs.data_section(config.data)
+    return inputs.data_section(config.data, source=evaluation.knn_source,
+                               data_dir=evaluation.knn_data_dir,
+                               tfds_name=evaluation.knn_tfds_name)
+
+
+def image_batches(data_config, split, image_size, max_examples, batch_size=256):
+    """(normalised centre crops, labels) batches of a split, at most `max_examples` (<= 0: all)."""
+    examples = inputs.labelled_examples(data_config, split)
     if max_examples > 0:
         examples = examples.take(max_examples)
-    examples = examples.map(lambda e: (e["image"], e["label"]))
-    resize_size = eval_preprocess.eval_resize_size(image_size)
-    feats, labels = [], []
-    for images, batch_labels in linear.eval_batches(examples, batch_size, image_size,
-                                                    resize_size):
-        feats.append(np.asarray(encoder(images, training=False)))
-        labels.append(np.asarray(batch_labels))
-    return np.concatenate(feats), np.concatenate(labels)
+    return batches.eval_batches(examples, batch_size, image_size,
+                                eval_preprocess.eval_resize_size(image_size))
+
+
+def _split_batches(config, max_examples):
+    data = labelled_data_config(config)
+    train_split, test_split = EVAL_SPLITS[data.source]
+    size = config.data.image_size
+    return (image_batches(data, train_split, size, max_examples),
+            image_batches(data, test_split, size, max_examples), train_split, test_split)
+
+
+def monitor(config, every_n_epochs: int) -> knn.KNNMonitor:
+    """The KNNMonitor of `config.evaluation` for `train.pretrain` (one Keras epoch = one
+    checkpoint interval)."""
+    e = config.evaluation
+    train_batches, test_batches, _, _ = _split_batches(config, e.knn_max_examples)
+    return knn.KNNMonitor(train_batches, test_batches, num_classes=None,
+                          every_n_epochs=every_n_epochs, k=e.knn_k, temperature=e.knn_temperature)
 
 
 def compare_with_random_init(config, encoder_dir: str, k: int = 20, temperature: float = 0.07,
                              max_examples: int = 5000) -> dict:
     """kNN top-1 on the source's held-out split for the trained and a random-init encoder."""
-    train_split, test_split = EVAL_SPLITS[config.data.source]
-    image_size = config.data.image_size
+    train_batches, test_batches, train_split, test_split = _split_batches(config, max_examples)
     pretrained = encoder_io.load_encoder(encoder_dir)
-    keras.utils.set_random_seed(config.seed)  # the same random-init encoder on every run
-    random_init = encoder_io.build_encoder(encoder_io.encoder_config(config.model))
+    random_init = inputs.random_init_encoder(config.model, config.seed)
     result = {"k": k, "temperature": temperature, "train_split": train_split,
-              "test_split": test_split, "image_size": image_size}
+              "test_split": test_split, "image_size": config.data.image_size}
     for name, encoder in (("pretrained", pretrained), ("random_init", random_init)):
-        train_x, train_y = _features(encoder, config.data, train_split, image_size, max_examples)
-        test_x, test_y = _features(encoder, config.data, test_split, image_size, max_examples)
-        num_classes = int(max(train_y.max(), test_y.max()) + 1)
+        train_x, train_y = features.extract_features(encoder, train_batches, progress=False)
+        test_x, test_y = features.extract_features(encoder, test_batches, progress=False)
         result[f"{name}_top1"] = knn.knn_accuracy(train_x, train_y, test_x, test_y,
-                                                  num_classes, k, temperature)
+                                                  knn.num_classes_of(train_y, test_y), k,
+                                                  temperature)
         result["num_train"], result["num_test"] = len(train_y), len(test_y)
     return result

@@ -18,8 +18,10 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from relicv2_tf.evaluation import linear
+from relicv2_tf.evaluation import features as features_lib
+from relicv2_tf.evaluation import inputs, linear_head, results
 
 # The 15 benchmark corruptions of Hendrycks & Dietterich (2019); TFDS imagenet2012_corrupted
 # configs are "<corruption>_<severity>".
@@ -42,6 +44,9 @@ TFDS_TEST_SETS = {
        for c in IMAGENET_C_CORRUPTIONS for s in IMAGENET_C_SEVERITIES},
 }
 SUBSET_200 = ("imagenet_r", "imagenet_a")  # zero-shot on the classes present in the set
+# The names `config.datasets` accepts: a group of TFDS_TEST_SETS, or objectnet (ImageFolder only).
+GROUPS = ("imagenet_v2", "imagenet_c", "imagenet_r", "imagenet_sketch", "imagenet_a",
+          "objectnet")
 
 
 def imagenet_wnids(path: str = "") -> list[str]:
@@ -125,7 +130,7 @@ def zero_shot_metrics(head, features, labels, *, label_map=None, label_sets=None
         sets = [[int(c)] for c in mapped]
     else:
         sets = [label_sets[int(c)] for c in labels]
-    top = linear.predict_top_k(head, features, 5, class_subset=class_subset)
+    top = linear_head.predict_top_k(head, features, 5, class_subset=class_subset)
     return {"top1": accuracy_with_label_sets(top, sets, 1),
             "top5": accuracy_with_label_sets(top, sets, 5),
             "num_examples": int(len(labels))}
@@ -134,22 +139,22 @@ def zero_shot_metrics(head, features, labels, *, label_map=None, label_sets=None
 def evaluate_zero_shot(encoder, head, examples, *, batch_size: int = 256, image_size: int = 224,
                        resize_size: int = 256, label_map=None, label_sets=None,
                        restrict_to_present_classes: bool = False, class_subset=None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, strategy=None) -> dict:
     """Extracts centre-crop features of (image, label) examples and scores them zero-shot.
 
     `restrict_to_present_classes` takes the class subset from the (mapped) labels themselves, for
     TFDS ImageNet-R / -A whose labels are already 1000-class indices of their 200 classes.
     """
-    features, labels = linear.extract_features(
-        encoder, linear.eval_batches(examples, batch_size, image_size, resize_size),
-        progress=progress, description="features")
+    test_features, labels = features_lib.centre_crop_features(
+        encoder, examples, batch_size=batch_size, image_size=image_size,
+        resize_size=resize_size, progress=progress, strategy=strategy)
     if restrict_to_present_classes and class_subset is None:
         mapped = labels if label_map is None else np.asarray(label_map)[labels]
         class_subset = np.unique(mapped)
     if class_subset is None and label_sets is not None:
         class_subset = np.unique([c for s in label_sets for c in s])
-    return zero_shot_metrics(head, features, labels, label_map=label_map, label_sets=label_sets,
-                             class_subset=class_subset)
+    return zero_shot_metrics(head, test_features, labels, label_map=label_map,
+                             label_sets=label_sets, class_subset=class_subset)
 
 
 def imagenet_c_summary(per_set: dict) -> dict:
@@ -166,3 +171,74 @@ def imagenet_c_summary(per_set: dict) -> dict:
                                                      for a in v]))
     summary["imagenet_c_num_sets"] = int(sum(len(v) for v in per_corruption.values()))
     return summary
+
+
+# --------------------------------------------------------------------------- the protocol
+def test_sets(config) -> list[tuple]:
+    """(name, data config, split, ImageFolder directory or "") of every set in `config.datasets`:
+    TFDS unless `config.image_folders.<group>` names a folder."""
+    sets = []
+    for group in [g.strip() for g in config.datasets.split(",") if g.strip()]:
+        if group not in GROUPS:
+            raise ValueError(f"unknown test set {group!r}; fix --config.datasets (any of "
+                             f"{', '.join(GROUPS)}).")
+        folder = config.image_folders.get(group, "")
+        if group == "objectnet" and not (folder and config.objectnet_class_map):
+            raise ValueError("objectnet is read from an ImageFolder: set "
+                             "--config.image_folders.objectnet and --config.objectnet_class_map.")
+        names = (["objectnet"] if group == "objectnet" else
+                 [n for n in TFDS_TEST_SETS if n.split("/")[0] == group])
+        for name in names:
+            if folder:
+                sub = name.split("/", 1)[1] if "/" in name else ""
+                root = os.path.join(folder, sub) if sub else folder
+                data = inputs.data_section(source="image_folder", data_dir=root, split="",
+                                           num_examples=config.num_examples)
+                sets.append((name, data, "", root))
+            else:
+                tfds_name, split = TFDS_TEST_SETS[name]
+                data = inputs.data_section(source="tfds", tfds_name=tfds_name,
+                                           data_dir=config.tfds_data_dir,
+                                           num_examples=config.num_examples)
+                sets.append((name, data, split, ""))
+    return sets
+
+
+def class_space(name: str, folder: str, config, wnids) -> dict:
+    """How a test set's labels map into the head's 1000 classes (`evaluate_zero_shot` kwargs)."""
+    if not folder:  # TFDS: labels are 1000-class indices already
+        return {"restrict_to_present_classes": name in SUBSET_200}
+    class_names = folder_class_names(folder)
+    if name == "objectnet":
+        return {"label_sets": label_sets_from_json(config.objectnet_class_map, class_names,
+                                                   wnids)}
+    return {"label_map": class_index_mapping(class_names, wnids),
+            "restrict_to_present_classes": name in SUBSET_200}
+
+
+def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
+    """`relicv2-robustness`: the ImageNet head `config.head_path` applied zero-shot to every set
+    of `config.datasets`; writes `robustness.json` (top-1 per set, ImageNet-C mean and per
+    corruption) to `output_dir`."""
+    strategy = strategy or tf.distribute.get_strategy()
+    sets = test_sets(config)
+    wnids = imagenet_wnids(config.wnids_file)
+    with strategy.scope():
+        encoder = inputs.encoder_from_config(config)
+        head = linear_head.load_head(config.head_path)
+    per_set = {}
+    for name, data, split, folder in sets:
+        per_set[name] = evaluate_zero_shot(
+            encoder, head, inputs.labelled_examples(data, split or None),
+            batch_size=config.batch_size, image_size=config.image_size,
+            resize_size=config.resize_size, progress=progress, strategy=strategy,
+            **class_space(name, folder, config, wnids))
+        print(results.summary_line(f"robustness {name}", per_set[name]), flush=True)
+    headline = {name: m["top1"] for name, m in per_set.items()
+                if not name.startswith("imagenet_c/")}
+    corruption = imagenet_c_summary(per_set)
+    if corruption:
+        headline["imagenet_c_mean_top1"] = corruption["imagenet_c_mean_top1"]
+    results.write_result(output_dir, "robustness", headline, config=config,
+                         details={"per_set": per_set, "imagenet_c": corruption})
+    return headline

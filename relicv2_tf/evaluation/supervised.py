@@ -10,11 +10,13 @@ encoder-directory format so every protocol evaluates it exactly like a pretraine
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import tensorflow as tf
 
-from relicv2_tf.evaluation import linear
+from relicv2_tf.evaluation import batches, engine, inputs, linear_head, results
+from relicv2_tf.models import encoder_io
 
 
 def train_supervised(encoder, train_examples, *, num_classes: int, batch_size: int = 256,
@@ -23,41 +25,66 @@ def train_supervised(encoder, train_examples, *, num_classes: int, batch_size: i
                      schedule: str = "cosine", decay_epochs=(), decay_factor: float = 0.1,
                      image_size: int = 224, shuffle_buffer: int = 10_000, seed: int = 0,
                      checkpoint_dir: str | None = None, checkpoint_every_steps: int = 0,
-                     stop_after_steps: int | None = None, progress: bool = True):
+                     stop_after_steps: int | None = None, progress: bool = True,
+                     strategy=None, on_nonfinite: str = "stop",
+                     max_consecutive_nonfinite: int = 5):
     """Trains `encoder` (in place) and a linear classifier from labels; returns (head, info).
 
-    The learning rate is `base_learning_rate * batch_size / 256` (Goyal et al. 2017).
+    The learning rate is `base_learning_rate * batch_size / 256` (Goyal et al. 2017). Under
+    `strategy` (the encoder built in its scope) every batch is split over its replicas.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     encoder.trainable = True
-    num_train = linear.num_examples_of(train_examples)
+    num_train = batches.num_examples_of(train_examples)
     steps_per_epoch = math.ceil(num_train / batch_size)
-    total_steps = steps_per_epoch * num_epochs
     learning_rate = base_learning_rate * batch_size / 256
-    head = linear.make_linear_head(int(encoder.output_shape[-1]), num_classes, seed)
-    images = keras.Input((None, None, 3))
-    model = keras.Model(images, head(encoder(images)))
-    optimizer = linear.sgd(
-        linear.learning_rate_schedule(learning_rate, total_steps, schedule,
-                                      [int(e * steps_per_epoch) for e in decay_epochs],
-                                      decay_factor),
-        momentum, nesterov)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(encoder=encoder, head=head, optimizer=optimizer, step=step)
-    step_fn = linear.classifier_step(model, optimizer, training=True,
-                                     l2_weight_decay=weight_decay)
-
-    batches_for_epoch = linear.augmented_epochs(train_examples, batch_size, seed=seed,
-                                                image_size=image_size,
-                                                shuffle_buffer=shuffle_buffer)
-
-    info = linear.train_loop(step_fn, batches_for_epoch, num_epochs=num_epochs,
-                             steps_per_epoch=steps_per_epoch, checkpoint=checkpoint, step=step,
-                             checkpoint_dir=checkpoint_dir,
-                             checkpoint_every_steps=checkpoint_every_steps,
-                             stop_after_steps=stop_after_steps, progress=progress,
-                             description="supervised")
+    with strategy.scope():
+        head = linear_head.make_linear_head(int(encoder.output_shape[-1]), num_classes, seed)
+        images = keras.Input((None, None, 3))
+        model = keras.Model(images, head(encoder(images)))
+        optimizer = engine.sgd(engine.learning_rate_schedule(
+            learning_rate, steps_per_epoch * num_epochs, schedule,
+            [int(e * steps_per_epoch) for e in decay_epochs], decay_factor), momentum, nesterov)
+        optimizer.build(model.trainable_variables)
+        step = engine.step_counter()
+    step_fn = engine.classifier_step(model, optimizer, training=True,
+                                     l2_weight_decay=weight_decay, strategy=strategy)
+    info = engine.train_loop(
+        step_fn, batches.augmented_epochs(train_examples, batch_size, seed=seed,
+                                          image_size=image_size, shuffle_buffer=shuffle_buffer),
+        num_epochs=num_epochs, steps_per_epoch=steps_per_epoch,
+        state={"encoder": encoder, "head": head, "optimizer": optimizer, "step": step},
+        step=step, checkpoint_dir=checkpoint_dir, checkpoint_every_steps=checkpoint_every_steps,
+        stop_after_steps=stop_after_steps, progress=progress, description="supervised",
+        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite)
     info.update(num_train_examples=num_train, steps_per_epoch=steps_per_epoch,
                 learning_rate=learning_rate)
     encoder.trainable = False
     return head, info
+
+
+def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
+    """`relicv2-supervised`: trains a random-init encoder of `config.model` with labels, writes
+    `encoder/`, `linear_head.keras` and `supervised.json` (the classifier's test accuracy) to
+    `output_dir` (resuming from `<output_dir>/checkpoints`)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    num_classes = inputs.resolve_num_classes(config.num_classes, config.data, config.train_split)
+    train_examples = inputs.labelled_examples(config.data, config.train_split)
+    test_examples = inputs.labelled_examples(config.data, config.test_split)
+    with strategy.scope():
+        encoder = inputs.random_init_encoder(config.model, config.seed)
+    head, info = train_supervised(
+        encoder, train_examples, num_classes=num_classes, seed=config.seed, progress=progress,
+        checkpoint_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy,
+        **config.supervised.to_dict())
+    encoder_dir = encoder_io.save_encoder(encoder, encoder_io.encoder_config(config.model),
+                                          os.path.join(output_dir, "encoder"))
+    linear_head.save_head(head, output_dir)
+    metrics = linear_head.evaluate_head(
+        encoder, head, test_examples, num_classes=num_classes, batch_size=config.eval_batch_size,
+        image_size=config.supervised.image_size, resize_size=config.resize_size,
+        progress=progress, strategy=strategy)
+    details = {"encoder": encoder_dir, "num_train_examples": info["num_train_examples"],
+               "learning_rate": info["learning_rate"], "epoch_losses": info["losses"]}
+    results.write_result(output_dir, "supervised", metrics, config=config, details=details)
+    return metrics

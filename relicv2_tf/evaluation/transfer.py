@@ -12,11 +12,14 @@ for linear transfer), so a sweep point costs seconds. Fine-tuning reuses `finetu
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
+import tensorflow as tf
 
+from relicv2_tf.evaluation import features as features_lib
 from relicv2_tf.evaluation import finetune as finetune_lib
-from relicv2_tf.evaluation import linear, results
+from relicv2_tf.evaluation import inputs, linear, linear_head, results
 
 TOP1 = "top1"
 MEAN_PER_CLASS = "mean_per_class_accuracy"
@@ -50,8 +53,26 @@ TRANSFER_DATASETS = {
 }
 
 
-def metric_value(metrics: dict, metric: str) -> float:
-    return float(metrics[metric])
+PROTOCOLS = ("linear", "finetune", "both")
+
+
+def dataset_config(config, name: str):
+    """(data config, spec) of one transfer dataset: `config.data` pointed at its TFDS name, or at
+    `<config.image_folder_root>/<name>` for the ImageFolder ones (no `val/` folder: held out)."""
+    if name not in TRANSFER_DATASETS:
+        raise ValueError(f"unknown transfer dataset {name!r}; fix --config.datasets (one of "
+                         f"{sorted(TRANSFER_DATASETS)}).")
+    spec = TRANSFER_DATASETS[name]
+    if spec["tfds_name"]:
+        return inputs.data_section(config.data, source="tfds", tfds_name=spec["tfds_name"]), spec
+    if not config.image_folder_root:
+        raise ValueError(f"{name} is read as an ImageFolder: set --config.image_folder_root "
+                         "(holding <name>/train, <name>/test).")
+    data = inputs.data_section(config.data, source="image_folder",
+                               data_dir=os.path.join(config.image_folder_root, name))
+    if not os.path.isdir(os.path.join(data.data_dir, spec["validation_split"] or "-")):
+        spec = {**spec, "validation_split": ""}
+    return data, spec
 
 
 def holdout_indices(num_examples: int, validation_fraction: float, seed: int = 0):
@@ -76,16 +97,17 @@ def sweep_grid(sweep: dict) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(sweep[k] for k in keys))]
 
 
-def _fit_head_on_features(features, labels, num_classes, *, seed, progress, **hyper):
+def _fit_head_on_features(features, labels, num_classes, *, seed, progress, strategy,
+                          **hyper):
     head, _ = linear.train_linear_head(None, None, num_classes=num_classes, augment=False,
                                        seed=seed, train_features=(features, labels),
-                                       progress=progress, **hyper)
+                                       progress=progress, strategy=strategy, **hyper)
     return head
 
 
 def linear_transfer(train_features, test_features, *, num_classes: int, metric: str,
                     sweep: dict, validation_features=None, validation_fraction: float = 0.2,
-                    seed: int = 0, progress: bool = False, **fixed) -> dict:
+                    seed: int = 0, progress: bool = False, strategy=None, **fixed) -> dict:
     """Sweep on validation, retrain on train + validation, score on test.
 
     *_features are (features, labels) pairs. `sweep` maps `train_linear_head` argument names to
@@ -105,17 +127,17 @@ def linear_transfer(train_features, test_features, *, num_classes: int, metric: 
     table = []
     for hyper in sweep_grid(sweep):
         head = _fit_head_on_features(*fit_set, num_classes, seed=seed, progress=progress,
-                                     **fixed, **hyper)
+                                     strategy=strategy, **fixed, **hyper)
         val_metrics = results.classification_metrics(
-            linear.predict_top_k(head, validation_features[0], 5), validation_features[1],
+            linear_head.predict_top_k(head, validation_features[0], 5), validation_features[1],
             num_classes)
-        table.append((hyper, metric_value(val_metrics, metric)))
+        table.append((hyper, float(val_metrics[metric])))
     best = max(table, key=lambda row: row[1])[0]
-    head = _fit_head_on_features(*full_set, num_classes, seed=seed, progress=progress, **fixed,
-                                 **best)
+    head = _fit_head_on_features(*full_set, num_classes, seed=seed, progress=progress,
+                                 strategy=strategy, **fixed, **best)
     test_metrics = results.classification_metrics(
-        linear.predict_top_k(head, test_features[0], 5), test_features[1], num_classes)
-    return {"metric": metric, "score": metric_value(test_metrics, metric), "test": test_metrics,
+        linear_head.predict_top_k(head, test_features[0], 5), test_features[1], num_classes)
+    return {"metric": metric, "score": float(test_metrics[metric]), "test": test_metrics,
             "best": best, "sweep": table, "head": head}
 
 
@@ -123,13 +145,15 @@ def finetune_transfer(load_encoder, train_examples, test_examples, *, num_classe
                       metric: str, sweep: dict, validation_examples=None,
                       validation_fraction: float = 0.2, batch_size: int = 64,
                       image_size: int = 224, resize_size: int = 256, progress: bool = False,
-                      **fixed) -> dict:
+                      strategy=None, **fixed) -> dict:
     """Fine-tuning transfer with the same sweep / retrain / test logic as `linear_transfer`.
 
-    `load_encoder()` returns a fresh copy of the pretrained encoder for every sweep point.
+    `load_encoder()` returns a fresh copy of the pretrained encoder for every sweep point (built
+    in the scope of `strategy`, whose replicas split every batch).
     `sweep` / `fixed` map `finetune.finetune` arguments (e.g. encoder_learning_rate); a
     `learning_rate` entry sets the encoder and head learning rates together.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     if validation_examples is None:
         fit_examples, validation_examples = holdout_examples(train_examples, validation_fraction)
         full_examples = train_examples
@@ -142,22 +166,74 @@ def finetune_transfer(load_encoder, train_examples, test_examples, *, num_classe
             hyper = dict(hyper)
             hyper["encoder_learning_rate"] = hyper["head_learning_rate"] = hyper.pop(
                 "learning_rate")
-        encoder = load_encoder()
+        with strategy.scope():
+            encoder = load_encoder()
         head, _ = finetune_lib.finetune(encoder, examples, num_classes=num_classes,
                                         batch_size=batch_size, image_size=image_size,
-                                        progress=progress, **{**fixed, **hyper})
+                                        progress=progress, strategy=strategy,
+                                        **{**fixed, **hyper})
         return encoder, head
 
     def score(encoder, head, examples):
-        return linear.evaluate_head(encoder, head, examples, num_classes=num_classes,
-                                    batch_size=batch_size, image_size=image_size,
-                                    resize_size=resize_size, progress=progress)
+        return linear_head.evaluate_head(encoder, head, examples, num_classes=num_classes,
+                                         batch_size=batch_size, image_size=image_size,
+                                         resize_size=resize_size, progress=progress,
+                                         strategy=strategy)
     table = []
     for hyper in sweep_grid(sweep):
         encoder, head = run(fit_examples, hyper)
-        table.append((hyper, metric_value(score(encoder, head, validation_examples), metric)))
+        table.append((hyper, float(score(encoder, head, validation_examples)[metric])))
     best = max(table, key=lambda row: row[1])[0]
     encoder, head = run(full_examples, best)
     test_metrics = score(encoder, head, test_examples)
-    return {"metric": metric, "score": metric_value(test_metrics, metric), "test": test_metrics,
+    return {"metric": metric, "score": float(test_metrics[metric]), "test": test_metrics,
             "best": best, "sweep": table, "head": head, "encoder": encoder}
+
+
+def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
+    """`relicv2-transfer`: linear and / or fine-tuned transfer (`config.protocol`) of the config's
+    encoder to each of `config.datasets`; writes `transfer.json` (the paper's metric per dataset,
+    the chosen hyper-parameters and the validation sweep) to `output_dir`."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"--config.protocol={config.protocol!r} is not one of {PROTOCOLS}.")
+    strategy = strategy or tf.distribute.get_strategy()
+    names = [n.strip() for n in config.datasets.split(",") if n.strip()]
+    specs = {name: dataset_config(config, name) for name in names}
+    with strategy.scope():
+        encoder = inputs.encoder_from_config(config)
+    lin = config.linear
+    headline, details = {}, {}
+    for name, (data, spec) in specs.items():
+        num_classes = inputs.infer_num_classes(data, spec["train_split"])
+        train = inputs.labelled_examples(data, spec["train_split"])
+        test = inputs.labelled_examples(data, spec["test_split"])
+        validation = (inputs.labelled_examples(data, spec["validation_split"])
+                      if spec["validation_split"] else None)
+        if config.protocol in ("linear", "both"):
+            def features(examples, what):
+                return features_lib.centre_crop_features(
+                    encoder, examples, batch_size=config.eval_batch_size,
+                    image_size=lin.image_size, resize_size=lin.resize_size, progress=progress,
+                    description=f"{name} {what}", strategy=strategy)
+            outcome = linear_transfer(
+                features(train, "train"), features(test, "test"), num_classes=num_classes,
+                metric=spec["metric"], sweep=config.linear_sweep.to_dict(),
+                validation_features=features(validation, "val") if validation else None,
+                validation_fraction=config.validation_fraction, seed=config.seed,
+                batch_size=lin.batch_size, num_epochs=lin.num_epochs, momentum=lin.momentum,
+                nesterov=lin.nesterov, schedule=lin.schedule, strategy=strategy)
+            headline[f"{name}/linear"] = outcome["score"]
+            details[f"{name}/linear"] = {k: v for k, v in outcome.items() if k != "head"}
+        if config.protocol in ("finetune", "both"):
+            outcome = finetune_transfer(
+                lambda: inputs.encoder_from_config(config), train, test,
+                num_classes=num_classes, metric=spec["metric"],
+                sweep=config.finetune_sweep.to_dict(), validation_examples=validation,
+                validation_fraction=config.validation_fraction, seed=config.seed,
+                resize_size=lin.resize_size, progress=progress, strategy=strategy,
+                **config.finetune.to_dict())
+            headline[f"{name}/finetune"] = outcome["score"]
+            details[f"{name}/finetune"] = {k: v for k, v in outcome.items()
+                                           if k not in ("head", "encoder")}
+    results.write_result(output_dir, "transfer", headline, config=config, details=details)
+    return headline

@@ -47,9 +47,13 @@ def list_image_folder(root: str) -> list:
 
 
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
-    """Encoded bytes -> uint8 RGB [H, W, 3] (greyscale, palette, CMYK and RGBA converted)."""
+    """Encoded bytes -> uint8 RGB [H, W, 3] (greyscale, palette, CMYK and RGBA converted;
+    16-bit greyscale scaled to 8 bits, as TensorFlow's decoder does: PIL's convert would clip)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                grey = np.asarray(image, np.uint32) >> 8  # 0-65535 -> 0-255
+                return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
             return np.asarray(image.convert("RGB"))
     except Exception as error:  # PIL raises several types for corrupt files
         raise ValueError(f"cannot decode {name}: {error}") from error
@@ -117,11 +121,21 @@ def write_shard(entries: list, predict_fn, path: str, image_size: int, batch_siz
     return len(entries)
 
 
+def evenly_spaced(entries: list, num_examples: int) -> list:
+    """`num_examples` entries spread over the sorted list (so every class appears); all when
+    `num_examples` <= 0 or >= len(entries). For quick end-to-end runs."""
+    if num_examples <= 0 or num_examples >= len(entries):
+        return list(entries)
+    return [entries[i] for i in np.linspace(0, len(entries) - 1, num_examples).round().astype(int)]
+
+
 def generate_masks(root: str, output_dir: str, predict_fn, image_size: int, *,
                    num_shards: int, num_workers: int = 1, worker_index: int = 0,
-                   batch_size: int = 64, prefix: str = "masks", progress: bool = True) -> dict:
-    """Writes this worker's shards of `root` under `output_dir`; skips finished shards."""
-    entries = list_image_folder(root)
+                   batch_size: int = 64, prefix: str = "masks", num_examples: int = 0,
+                   progress: bool = True) -> dict:
+    """Writes this worker's shards of `root` (or of `num_examples` evenly spaced images of it)
+    under `output_dir`; skips finished shards."""
+    entries = evenly_spaced(list_image_folder(root), num_examples)
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
     os.makedirs(output_dir, exist_ok=True)
@@ -141,6 +155,35 @@ def generate_masks(root: str, output_dir: str, predict_fn, image_size: int, *,
     return {"root": root, "num_examples": len(entries), "num_shards": num_shards,
             "shards_of_worker": len(shards), "shards_skipped": len(shards) - len(todo),
             "examples_written": written, "seconds": round(time.time() - start, 2)}
+
+
+def export_mask_folder(shard_pattern: str, mask_root: str) -> int:
+    """Writes the masks of TFRecord shards as `<mask_root>/<id without extension>.png` (e.g.
+    `n01440764/n01440764_10026.png`), the layout `data.mask_dir` reads next to an ImageFolder.
+    The PNG bytes are copied, not re-encoded; each file is written to a temporary name and
+    renamed; files already there are kept (a rerun finishes an interrupted export). Returns the
+    number of masks in the shards."""
+    import tensorflow as tf
+
+    from relicv2_tf.data import tfrecord_format
+
+    files = sorted(tf.io.gfile.glob(shard_pattern))
+    if not files:
+        raise ValueError(f"no mask shards match {shard_pattern!r} (written by relicv2-saliency "
+                         "--stage=generate).")
+    count = 0
+    for record in tf.data.TFRecordDataset(files):
+        example = tfrecord_format.parse_example(record)
+        example_id = example["id"].numpy().decode("utf-8")
+        path = os.path.join(mask_root, os.path.splitext(example_id)[0] + ".png")
+        count += 1
+        if os.path.exists(path):
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(example["mask"].numpy())
+        os.replace(f"{path}.tmp", path)
+    return count
 
 
 # ------------------------------------------------------------------------------ figure

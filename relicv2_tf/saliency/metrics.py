@@ -1,20 +1,27 @@
-"""Saliency quality: MAE and F-beta against ground truth, and a label-free foreground check.
+"""Salient-object-detection metrics against ground truth: MAE, F-beta, S-measure, E-measure.
 
-MAE and adaptive-threshold F-beta follow the salient-object-detection literature (Achanta et al.
-2009; Perazzi et al. 2012; the MR / DSR / MC / RBD papers): with a map S in [0, 1] and a binary
-ground truth G,
-    MAE     = mean |S - G|
-    T       = min(2 * mean(S), 1)       adaptive threshold
-    B       = S >= T  (B is empty when S is all zeros)
-    P, R    = |B & G| / |B|,  |B & G| / |G|        (0 when the denominator is 0)
-    F_beta  = (1 + beta^2) P R / (beta^2 P + R),   beta^2 = 0.3 (precision weighted more).
+The field's protocol (the MATLAB toolbox of Borji et al. / Fan et al., mirrored by the PyPI
+package `pysodmetrics`, which tests/test_saliency_metrics.py checks these functions against on
+real dev-set maps). A map S is prepared as MATLAB's `mapminmax(im2double(S))`: uint8 maps are
+divided by 255, then every map is min-max normalised to [0, 1] (a constant map is left as it
+is). Ground truth G is binary (uint8: > 128, otherwise > 0.5).
 
-The label-free check (`foreground_background_check`) is for data without ground-truth masks:
-a classifier is fitted and scored on three versions of the same images - original,
-foreground-only (background filled with grey) and background-only (foreground filled with grey).
-A mask that captures the object keeps foreground-only accuracy near the original while the
-background-only accuracy falls. Class labels are used only by this evaluation, never to make
-masks.
+    MAE         mean |S - G|                                       (Perazzi et al. CVPR 2012)
+    F-beta      (1 + beta^2) P R / (beta^2 P + R), beta^2 = 0.3    (Achanta et al. CVPR 2009)
+                of the binary map S >= T; P = |B & G| / |B|, R = |B & G| / |G|, F = 0 when
+                |B & G| = 0. Adaptive: T = min(2 mean(S), 1). Curve: T = t / 255 on the uint8
+                quantisation floor(255 S) for t = 255 .. 0.
+    S-measure   alpha S_object + (1 - alpha) S_region, alpha = 0.5 (Fan et al. ICCV 2017,
+                eqs. 1-10): S_object compares foreground / background distributions, S_region
+                is the area-weighted SSIM of the four blocks split at the ground truth centroid.
+    E-measure   sum of the enhanced alignment matrix (1 + xi)^2 / 4 over pixels / (H W - 1),
+                xi = 2 phi_G phi_B / (phi_G^2 + phi_B^2), phi = the mean-removed binary maps
+                (Fan et al. IJCAI 2018, eqs. 3-6), at the adaptive threshold or along the curve.
+
+Dataset scores (`dataset_scores`) follow the field too: per-image values averaged over the
+images, and for the curves the image-averaged curve's maximum (maxF, maxE) or mean (meanF,
+meanE). One deliberate difference from `pysodmetrics` 1.6.2: an empty quadrant in S_region
+(foreground centroid in the last row or column) contributes 0 with weight 0 instead of NaN.
 """
 
 from __future__ import annotations
@@ -22,137 +29,178 @@ from __future__ import annotations
 import numpy as np
 
 BETA_SQUARED = 0.3
-GREY = 0.5
+S_MEASURE_ALPHA = 0.5
+NUM_THRESHOLDS = 256
+EPS = np.spacing(1)  # MATLAB's eps, used where the reference implementation uses it
+
+
+def prepare(saliency, ground_truth):
+    """-> (float64 map in [0, 1], bool mask): im2double + mapminmax, ground truth binarised."""
+    saliency = np.asarray(saliency)
+    ground_truth = np.asarray(ground_truth)
+    if saliency.shape != ground_truth.shape:
+        raise ValueError(f"saliency map {saliency.shape} and ground truth {ground_truth.shape} "
+                         "must have the same shape.")
+    prediction = saliency / 255.0 if saliency.dtype == np.uint8 else saliency.astype(np.float64)
+    low, high = prediction.min(), prediction.max()
+    if high > low:
+        prediction = (prediction - low) / (high - low)
+    mask = ground_truth > (128 if ground_truth.dtype == np.uint8 else 0.5)
+    return prediction, mask
+
+
+# ------------------------------------------------------------------------------ per image
+def _binary_counts(prediction, mask, threshold):
+    """|B & G|, |B|, |G| for B = prediction >= threshold (default: the adaptive one)."""
+    binary = prediction >= (adaptive_threshold(prediction) if threshold is None else threshold)
+    return (np.count_nonzero(binary & mask), np.count_nonzero(binary),
+            np.count_nonzero(mask))
+
+
+def adaptive_threshold(prediction) -> float:
+    return float(min(2.0 * np.asarray(prediction, np.float64).mean(), 1.0))
+
+
+def _f_from_counts(hits, predicted, positives, beta_squared):
+    """F-beta from |B & G|, |B| and |G| (arrays or scalars); 0 where |B & G| = 0."""
+    hits = np.asarray(hits, np.float64)
+    precision = hits / np.maximum(predicted, 1)
+    recall = hits / max(positives, 1)
+    numerator = (1 + beta_squared) * precision * recall
+    return np.where(hits > 0, numerator / np.where(hits > 0, beta_squared * precision + recall,
+                                                   1.0), 0.0)
+
+
+def _e_from_counts(hits, predicted, positives, total):
+    """E-measure of a binary map from |B & G|, |B|, |G| and the pixel count (IJCAI 2018, eq. 6):
+    the enhanced alignment matrix takes one value on each of the four (B, G) combinations."""
+    hits = np.asarray(hits, np.float64)
+    predicted = np.asarray(predicted, np.float64)
+    if positives == 0:
+        return (total - predicted) / (total - 1 + EPS)
+    if positives == total:
+        return predicted / (total - 1 + EPS)
+    phi_b = {True: 1 - predicted / total, False: -predicted / total}
+    phi_g = {True: 1 - positives / total, False: -positives / total}
+    counts = {(True, True): hits, (True, False): predicted - hits,
+              (False, True): positives - hits, (False, False): total - predicted - positives + hits}
+    enhanced = 0.0
+    for (in_b, in_g), count in counts.items():
+        xi = 2 * phi_b[in_b] * phi_g[in_g] / (phi_b[in_b] ** 2 + phi_g[in_g] ** 2 + EPS)
+        enhanced = enhanced + (1 + xi) ** 2 / 4 * count
+    return enhanced / (total - 1 + EPS)
 
 
 def mae(saliency, ground_truth) -> float:
-    saliency = np.asarray(saliency, np.float64)
-    ground_truth = np.asarray(ground_truth, np.float64)
-    _check_pair(saliency, ground_truth)
-    return float(np.abs(saliency - (ground_truth > 0.5)).mean())
-
-
-def adaptive_threshold(saliency) -> float:
-    return float(min(2.0 * np.asarray(saliency, np.float64).mean(), 1.0))
+    prediction, mask = prepare(saliency, ground_truth)
+    return float(np.abs(prediction - mask).mean())
 
 
 def precision_recall(saliency, ground_truth, threshold: float | None = None):
-    saliency = np.asarray(saliency, np.float64)
-    ground_truth = np.asarray(ground_truth) > 0.5
-    _check_pair(saliency, ground_truth)
-    if threshold is None:
-        threshold = adaptive_threshold(saliency)
-    binary = (saliency >= threshold) & (saliency > 0)
-    hits = np.logical_and(binary, ground_truth).sum()
-    precision = hits / binary.sum() if binary.sum() else 0.0
-    recall = hits / ground_truth.sum() if ground_truth.sum() else 0.0
-    return float(precision), float(recall)
+    """Precision and recall of S >= threshold (default: the adaptive one); 0 for 0 / 0."""
+    hits, predicted, positives = _binary_counts(*prepare(saliency, ground_truth), threshold)
+    return (hits / predicted if predicted else 0.0, hits / positives if positives else 0.0)
 
 
 def f_beta(saliency, ground_truth, beta_squared: float = BETA_SQUARED,
            threshold: float | None = None) -> float:
-    """F-beta at the adaptive threshold 2 x mean saliency (or a given threshold)."""
-    precision, recall = precision_recall(saliency, ground_truth, threshold)
-    denominator = beta_squared * precision + recall
-    if denominator == 0:
-        return 0.0
-    return float((1 + beta_squared) * precision * recall / denominator)
+    """F-beta at the adaptive threshold min(2 mean S, 1), or at `threshold`."""
+    counts = _binary_counts(*prepare(saliency, ground_truth), threshold)
+    return float(_f_from_counts(*counts, beta_squared))
 
 
-def _check_pair(saliency, ground_truth):
-    if saliency.shape != ground_truth.shape:
-        raise ValueError(f"saliency map {saliency.shape} and ground truth {ground_truth.shape} "
-                         "must have the same shape.")
+def e_measure(saliency, ground_truth, threshold: float | None = None) -> float:
+    """E-measure of S >= threshold (default: the adaptive one)."""
+    prediction, mask = prepare(saliency, ground_truth)
+    return float(_e_from_counts(*_binary_counts(prediction, mask, threshold), mask.size))
 
 
-# ------------------------------------------------------------------------------ label-free check
-def binarize(saliency, factor: float = 2.0) -> np.ndarray:
-    """Foreground = saliency >= min(factor x mean, 1); factor 2 is the F-beta threshold."""
-    saliency = np.asarray(saliency, np.float32)
-    threshold = min(factor * float(saliency.mean()), 1.0)
-    return (saliency >= threshold) & (saliency > 0)
+def _curves(prediction, mask, beta_squared):
+    """F-beta and E-measure of B_t = floor(255 S) >= t for t = 255, 254, ..., 0 (the field's
+    curve order), from two histograms instead of 256 thresholded maps."""
+    levels = (prediction * 255).astype(np.uint8)
+    hits = np.cumsum(np.bincount(levels[mask], minlength=NUM_THRESHOLDS)[::-1])
+    predicted = hits + np.cumsum(np.bincount(levels[~mask], minlength=NUM_THRESHOLDS)[::-1])
+    positives = np.count_nonzero(mask)
+    return {"f_beta": _f_from_counts(hits, predicted, positives, beta_squared),
+            "e_measure": _e_from_counts(hits, predicted, positives, mask.size)}
 
 
-def masked_versions(images, masks):
-    """images float [N, H, W, 3] in [0, 1], masks [N, H, W] in [0, 1] (binary or soft) ->
-    (foreground_only, background_only), the other part filled with grey 0.5."""
-    images = np.asarray(images, np.float32)
-    masks = np.asarray(masks, np.float32)[..., None]
-    foreground = images * masks + GREY * (1 - masks)
-    background = images * (1 - masks) + GREY * masks
-    return foreground, background
+def curves(saliency, ground_truth, beta_squared: float = BETA_SQUARED) -> dict:
+    """{"f_beta": [256], "e_measure": [256]} along thresholds 255 .. 0."""
+    return _curves(*prepare(saliency, ground_truth), beta_squared)
 
 
-def colour_texture_features(images) -> np.ndarray:
-    """Simple label-free image features for the check: a joint 4x4x4 RGB histogram, per-channel
-    mean / std, an 8-bin gradient-orientation histogram weighted by magnitude (2x2 cells) and the
-    mean colour of a 4x4 grid. images float [N, H, W, 3] in [0, 1] -> [N, 64 + 6 + 32 + 48]."""
-    images = np.asarray(images, np.float32)
-    n = images.shape[0]
-    quantised = np.clip((images * 4).astype(np.int64), 0, 3)
-    codes = quantised[..., 0] * 16 + quantised[..., 1] * 4 + quantised[..., 2]
-    offsets = (np.arange(n) * 64)[:, None, None]
-    hist = np.bincount((codes + offsets).ravel(), minlength=n * 64).reshape(n, 64)
-    hist = hist / hist.sum(axis=1, keepdims=True)
-    stats = np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
-    grey = images.mean(axis=-1)
-    gy, gx = np.gradient(grey, axis=(1, 2))
-    magnitude = np.hypot(gx, gy)
-    orientation = ((np.arctan2(gy, gx) % np.pi) / np.pi * 8).astype(np.int64).clip(0, 7)
-    height, width = grey.shape[1:]
-    cell = (np.arange(height)[:, None] >= height // 2) * 2 + (np.arange(width)[None] >= width // 2)
-    bins = cell[None] * 8 + orientation  # [N, H, W] in 0..31
-    offsets = (np.arange(n) * 32)[:, None, None]
-    grad_hist = np.bincount((bins + offsets).ravel(), weights=magnitude.ravel(),
-                            minlength=n * 32).reshape(n, 32)
-    grad_hist = grad_hist / np.maximum(grad_hist.sum(axis=1, keepdims=True), 1e-12)
-    rows = np.array_split(np.arange(height), 4)
-    cols = np.array_split(np.arange(width), 4)
-    layout = np.concatenate([images[:, r][:, :, c].mean(axis=(1, 2)) for r in rows for c in cols],
-                            axis=1)  # 4x4 grid of mean colours
-    return np.concatenate([hist, stats, grad_hist, layout], axis=1).astype(np.float32)
+def _object_similarity(values) -> float:
+    """O = 2 x / (x^2 + 1 + sigma_x) over one region (S-measure eq. 7, sample std)."""
+    mean = values.mean()
+    std = values.std(ddof=1) if values.size > 1 else 0.0
+    return 2 * mean / (mean ** 2 + 1 + std + EPS)
 
 
-def classifier_accuracy(train_features, train_labels, test_features, test_labels,
-                        max_iter: int = 2000, C: float = 1.0) -> float:
-    """Standardised multinomial logistic regression, accuracy on the test split."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _ssim(prediction, truth) -> float:
+    """Single-window SSIM of one block as in the S-measure (eq. 9, without the constants)."""
+    n = prediction.size
+    x, y = prediction.mean(), truth.mean()
+    var_x = ((prediction - x) ** 2).sum() / (n - 1 + EPS)
+    var_y = ((truth - y) ** 2).sum() / (n - 1 + EPS)
+    cov = ((prediction - x) * (truth - y)).sum() / (n - 1 + EPS)
+    alpha = 4 * x * y * cov
+    beta = (x ** 2 + y ** 2) * (var_x + var_y)
+    if alpha != 0:
+        return alpha / (beta + EPS)
+    return 1.0 if beta == 0 else 0.0
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
-    model.fit(train_features, train_labels)
-    return float((model.predict(test_features) == np.asarray(test_labels)).mean())
+
+def _s_measure(prediction, mask, alpha) -> float:
+    fraction = mask.mean()
+    if fraction == 0:
+        return float(1 - prediction.mean())
+    if fraction == 1:
+        return float(prediction.mean())
+    s_object = (fraction * _object_similarity(prediction[mask])
+                + (1 - fraction) * _object_similarity(1 - prediction[~mask]))
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    # split below / right of the rounded centroid (the reference's 1-based `1:X` blocks)
+    row, col = int(np.round(rows.mean())) + 1, int(np.round(cols.mean())) + 1
+    truth = mask.astype(np.float64)
+    s_region = 0.0
+    for row_block in (slice(0, row), slice(row, height)):
+        for col_block in (slice(0, col), slice(col, width)):
+            block = prediction[row_block, col_block]
+            if block.size:
+                s_region += (_ssim(block, truth[row_block, col_block]) * block.size
+                             / mask.size)
+    return float(max(0.0, alpha * s_object + (1 - alpha) * s_region))
 
 
-def foreground_background_check(images, masks, labels, features_fn=colour_texture_features,
-                                train_fraction: float = 0.5, seed: int = 0) -> dict:
-    """Accuracy on original / foreground-only / background-only images.
+def s_measure(saliency, ground_truth, alpha: float = S_MEASURE_ALPHA) -> float:
+    """Structure measure (Fan et al. ICCV 2017): alpha S_object + (1 - alpha) S_region."""
+    return _s_measure(*prepare(saliency, ground_truth), alpha)
 
-    For each version a classifier is fitted on `train_fraction` of the images (that version) and
-    scored on the rest, so each number measures how much class evidence the version keeps.
-    `masks` are soft or binary maps in [0, 1]; pass `binarize(map)` for hard masks.
-    Returns accuracies plus the mean foreground fraction (a mask covering everything would
-    trivially keep the foreground accuracy: read the two numbers together).
-    """
-    images = np.asarray(images, np.float32)
-    masks = np.asarray(masks, np.float32)
-    labels = np.asarray(labels)
-    if not (len(images) == len(masks) == len(labels)):
-        raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and labels "
-                         f"({len(labels)}) must have the same length.")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    cut = int(round(train_fraction * len(images)))
-    train, test = order[:cut], order[cut:]
-    foreground, background = masked_versions(images, masks)
-    result = {}
-    for name, version in (("original", images), ("foreground_only", foreground),
-                          ("background_only", background)):
-        features = features_fn(version)
-        result[f"accuracy_{name}"] = classifier_accuracy(
-            features[train], labels[train], features[test], labels[test])
-    result["foreground_fraction"] = float(masks.mean())
-    result["num_train"] = int(len(train))
-    result["num_test"] = int(len(test))
-    return result
+
+# ------------------------------------------------------------------------------ dataset
+def dataset_scores(maps, ground_truths, beta_squared: float = BETA_SQUARED) -> dict:
+    """The field's table row over pairs (map, mask) of any sizes: mae, adaptive_f, max_f,
+    mean_f, s_measure, adaptive_e, mean_e, max_e."""
+    per_image = {"mae": [], "adaptive_f": [], "s_measure": [], "adaptive_e": []}
+    f_curve, e_curve = 0.0, 0.0
+    count = 0
+    for saliency, truth in zip(maps, ground_truths):
+        prediction, mask = prepare(saliency, truth)
+        counts = _binary_counts(prediction, mask, None)
+        per_image["mae"].append(float(np.abs(prediction - mask).mean()))
+        per_image["adaptive_f"].append(float(_f_from_counts(*counts, beta_squared)))
+        per_image["s_measure"].append(_s_measure(prediction, mask, S_MEASURE_ALPHA))
+        per_image["adaptive_e"].append(float(_e_from_counts(*counts, mask.size)))
+        curve = _curves(prediction, mask, beta_squared)
+        f_curve, e_curve = f_curve + curve["f_beta"], e_curve + curve["e_measure"]
+        count += 1
+    if count == 0:
+        raise ValueError("dataset_scores needs at least one (map, ground truth) pair.")
+    f_curve, e_curve = f_curve / count, e_curve / count
+    scores = {k: float(np.mean(v)) for k, v in per_image.items()}
+    scores.update(max_f=float(f_curve.max()), mean_f=float(f_curve.mean()),
+                  max_e=float(e_curve.max()), mean_e=float(e_curve.mean()))
+    return scores

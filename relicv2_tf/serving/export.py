@@ -4,7 +4,8 @@ Layout: `<base_path>/<model_name>/<version>/{saved_model.pb, variables/}`, with 
 TF Serving loads the largest one by default. A version is written into a temporary directory inside
 `<base_path>/<model_name>/` whose name starts with `.tmp-` (TF Serving's file-system source only
 considers children whose names parse as integers, so it never sees a half-written export) and is
-then renamed to its version number.
+then renamed to its version number. Temporary names carry the host and process id: an export first
+deletes what exports killed on this host left behind (`remove_stale_temporaries`).
 
 Signatures (built with `keras.export.ExportArchive`; the model runs with `training=False`, so batch
 norm uses its moving statistics and every example's output is independent of the rest of the batch):
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import uuid
 
 import keras
@@ -42,6 +44,8 @@ EMBEDDING = "embedding"
 LOGITS = "logits"
 PROBABILITIES = "probabilities"
 TMP_PREFIX = ".tmp-"  # never an integer, so TF Serving skips it
+# .tmp-{export|replaced}-<version>-<host>-<pid>-<8 hex digits>
+_TMP_NAME = re.compile(r"\.tmp-(export|replaced)-(\d+)-(.+)-(\d+)-[0-9a-f]{8}")
 # Leading bytes of the encoded formats `serving_bytes` accepts.
 IMAGE_MAGIC = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -53,6 +57,45 @@ def existing_versions(model_dir: str) -> dict[int, str]:
         return {}
     return {int(name): name for name in os.listdir(model_dir)
             if name.isascii() and name.isdigit() and os.path.isdir(os.path.join(model_dir, name))}
+
+
+def _temporary_name(kind: str, version: int) -> str:
+    return (f"{TMP_PREFIX}{kind}-{version}-{socket.gethostname()}-{os.getpid()}-"
+            f"{uuid.uuid4().hex[:8]}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(model_dir: str) -> list[str]:
+    """Cleans up after exports killed on this host (SIGKILL, power loss: no `except` ran).
+
+    A `.tmp-export-*` directory of a dead process is deleted. A `.tmp-replaced-<version>-*` of a
+    dead process is the old version an overwrite had moved aside: renamed back to `<version>` if
+    that is missing (the kill fell between the two renames), else deleted. Directories of live
+    processes or other hosts are left alone. Returns the names removed or restored."""
+    if not os.path.isdir(model_dir):
+        return []
+    handled = []
+    for name in sorted(os.listdir(model_dir)):
+        match = _TMP_NAME.fullmatch(name)
+        if (not match or match.group(3) != socket.gethostname()
+                or _process_alive(int(match.group(4)))):
+            continue
+        path, version = os.path.join(model_dir, name), match.group(2)
+        if match.group(1) == "replaced" and version not in os.listdir(model_dir):
+            os.rename(path, os.path.join(model_dir, version))
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        handled.append(name)
+    return handled
 
 
 def next_version(model_dir: str) -> int:
@@ -208,13 +251,14 @@ def export_encoder(encoder: keras.Model, base_path: str, model_name: str,
         _check_head(encoder, head)
     model_dir = os.path.join(base_path, model_name)
     os.makedirs(model_dir, exist_ok=True)
+    remove_stale_temporaries(model_dir)
     if version is None:
         version = next_version(model_dir)
     if not overwrite:
         _refuse_existing(model_dir, version)  # before the slow part
 
     archive = build_export_archive(encoder, head, image_size, resize_size)
-    tmp_dir = os.path.join(model_dir, f"{TMP_PREFIX}export-{version}-{uuid.uuid4().hex[:8]}")
+    tmp_dir = os.path.join(model_dir, _temporary_name("export", version))
     old_dir = old_name = None
     try:
         write_archive(archive, tmp_dir)
@@ -224,8 +268,7 @@ def export_encoder(encoder: keras.Model, base_path: str, model_name: str,
                 _refuse_existing(model_dir, version)  # another export took it meanwhile
             # Move the old version aside (invisible to TF Serving) and delete it after the swap.
             old_name = existing[version]
-            old_dir = os.path.join(model_dir,
-                                   f"{TMP_PREFIX}replaced-{version}-{uuid.uuid4().hex[:8]}")
+            old_dir = os.path.join(model_dir, _temporary_name("replaced", version))
             os.rename(os.path.join(model_dir, old_name), old_dir)
         final_dir = os.path.join(model_dir, str(version))
         os.rename(tmp_dir, final_dir)  # atomic on one file system
