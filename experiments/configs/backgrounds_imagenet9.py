@@ -16,15 +16,12 @@ mixed_same / mixed_rand / mixed_next and BG-gap = mixed_same - mixed_rand.
 
 import ml_collections
 
+from experiments.configs import common
 from relicv2_tf import config as config_lib
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.encoder_dir = ""
-    config.random_init = False
-    config.model = ml_collections.ConfigDict({"depth": 50, "width_multiplier": 1.0})
-    config.seed = 0
+    config = common.evaluation()
     config.mode = "imagenet9"  # imagenet9 (ImageFolder root) | masks (compose from masks)
     config.imagenet9_root = ""
     config.imagenet9_split = "val"

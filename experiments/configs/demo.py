@@ -35,7 +35,6 @@ def get_config():
     config.optimizer.warmup_epochs = 2
     config.training.batch_size = 128
     config.training.num_epochs = 25
-    config.training.base_target_ema = 0.99
     config.training.checkpoint_every_steps = 100
     config.training.log_every_steps = 10
     config.training.deterministic = True  # the Quickstart prints the same kNN figure every run

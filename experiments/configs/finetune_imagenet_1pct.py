@@ -13,15 +13,12 @@ batch 256, no weight decay (B.2 states none for 1 %).
 
 import ml_collections
 
+from experiments.configs import common
 from relicv2_tf import config as config_lib
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.encoder_dir = ""
-    config.random_init = False
-    config.model = ml_collections.ConfigDict({"depth": 50, "width_multiplier": 1.0})
-    config.seed = 0
+    config = common.evaluation()
     config.num_classes = 1000
     config.data = config_lib.get_default_config().data  # the labelled training subset
     config.data.source = "tfds"

@@ -12,15 +12,12 @@ cosine decay, as in BYOL's linear evaluation.
 
 import ml_collections
 
+from experiments.configs import common
 from relicv2_tf import config as config_lib
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.encoder_dir = ""  # written by relicv2-pretrain (<workdir>/encoder) or relicv2-import
-    config.random_init = False  # evaluate a random-init encoder of config.model instead
-    config.model = ml_collections.ConfigDict({"depth": 50, "width_multiplier": 1.0})
-    config.seed = 0
+    config = common.evaluation()
     config.num_classes = 1000  # -1 = infer from the data source
     config.data = config_lib.get_default_config().data
     config.data.source = "tfds"

@@ -1,5 +1,5 @@
 """MoCo-v2 + BG_Swaps (Ryali et al. 2021): `moco_v2.py` with the BG_Swaps probability of
-`background_augmentations.PROBABILITIES` (unverified, see that module). Needs masks, e.g.
+`background_augmentations.PROBABILITIES` (assumed, see that module). Needs masks, e.g.
   --config.data.data_dir='/data/imagenet_masks/train-*'  (TFRecord shards from relicv2-saliency)
 """
 

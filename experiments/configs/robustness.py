@@ -14,13 +14,11 @@ sub-folder per variant named as in TFDS). ObjectNet needs `objectnet_class_map`,
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.encoder_dir = ""
-    config.random_init = False
-    config.model = ml_collections.ConfigDict({"depth": 50, "width_multiplier": 1.0})
-    config.seed = 0
+    config = common.evaluation()
     config.head_path = ""  # linear_head.keras written by relicv2-linear-eval on ImageNet
     config.datasets = "imagenet_v2,imagenet_c,imagenet_r,imagenet_sketch,imagenet_a"
     config.tfds_data_dir = ""

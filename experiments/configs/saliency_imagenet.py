@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     priors = config.priors = ml_collections.ConfigDict()
     priors.names = ("rbd", "mr", "dsr", "mc")  # paper
     priors.n_segments = 200  # SLIC superpixels (MR / MC papers: 200)
-    priors.compactness = 10.0
+    priors.compactness = 20.0  # the released MR / RBD / DSR code
     priors.num_workers = 2  # processes for the priors stage
 
     network = config.network = ml_collections.ConfigDict()
@@ -63,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     generate = config.generate = ml_collections.ConfigDict()
     generate.data_root = ""  # dataset root holding the splits below (ImageFolder each)
     generate.splits = ("train",)
+    generate.num_examples = 0  # > 0: only that many evenly spaced images per split (smoke runs)
     generate.output_dir = ""  # shards go to <output_dir>/<split>-xxxxx-of-yyyyy.tfrecord
     generate.num_shards = 1024
     generate.num_workers = 1

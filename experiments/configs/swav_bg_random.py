@@ -1,5 +1,5 @@
 """SwAV + BG_Random (Ryali et al. 2021): `swav.py` with the BG_Random probability of
-`background_augmentations.PROBABILITIES` (unverified, see that module). Needs masks, e.g.
+`background_augmentations.PROBABILITIES` (assumed, see that module). Needs masks, e.g.
   --config.data.data_dir='/data/imagenet_masks/train-*'  (TFRecord shards from relicv2-saliency)
 """
 

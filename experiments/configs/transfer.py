@@ -14,15 +14,12 @@ fine-tuning). Linear transfer trains on centre-crop features without augmentatio
 
 import ml_collections
 
+from experiments.configs import common
 from relicv2_tf import config as config_lib
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.encoder_dir = ""
-    config.random_init = False
-    config.model = ml_collections.ConfigDict({"depth": 50, "width_multiplier": 1.0})
-    config.seed = 0
+    config = common.evaluation()
     config.datasets = ("food101,cifar10,cifar100,sun397,dtd,cars196,oxford_iiit_pet,caltech101,"
                        "oxford_flowers102")
     config.protocol = "linear"  # linear | finetune | both

@@ -1,0 +1,76 @@
+"""The saliency pipeline over all of ../shared/data/imagenette in about 15-30 minutes on 2 cores.
+
+    C=experiments/configs/saliency_imagenette.py
+    E=<pretrain workdir>/encoder            # a self-supervised encoder of this project
+    relicv2-saliency --config=$C --stage=priors
+    relicv2-saliency --config=$C --stage=refine --config.network.encoder_dir=$E
+    relicv2-saliency --config=$C --stage=generate --config.network.encoder_dir=$E \
+        --num_workers=2 --worker_index=0 &  # and --worker_index=1 in a second process
+    relicv2-saliency --config=$C --stage=evaluate --config.network.encoder_dir=$E
+
+`network.encoder_dir` is required: the refine stage stops with a message naming the flag when
+it is empty, unless `network.allow_random_init=True` (smoke runs only). The saliency network's
+backbone is that encoder (its depth / width come from the encoder directory), plus the FPN
+decoder of `saliency/network.py`.
+
+Sizes (same structure as saliency_imagenet.py, shrunk for 2 CPU cores; the paper's values are
+in that file's docstring):
+  priors    800 random train images at 160 px (whole image, square resize), 4 priors, 2 processes
+  refine    4 priors x 3 rounds x 2 epochs + 10 final epochs = 34 epochs over the 800 images,
+            160 px, batch 16, Adam 1e-3 doubled each round (ReLICv2), final 2e-3
+  generate  all 9,469 train + 3,925 val images -> 16 + 16 TFRecord shards, masks at image size
+  evaluate  label-free check on 600 val images at 128 px
+
+Estimated stage times, from CPU time measured on this machine (2026-11 sessions, shared, load
+~4 on 2 cores; wall = CPU seconds / 2 when both cores are free, about twice that at that load),
+for a ResNet-18 x0.25 encoder (the project's Imagenette encoders; a ResNet-18 x1 costs about 6x
+in refine and generate, a ResNet-50 far more - shrink `data.subset_size` and
+`refine.epochs_per_round` accordingly):
+  priors    100 ms CPU / image at 160 px          x 800          ->  ~1 min
+  refine    49 ms CPU / image-epoch (train step + the per-epoch prediction pass) at 160 px
+            x 800 x 34                            -> ~11 min (1,330 CPU s)
+  generate  15 ms CPU / image (decode, predict, resize, PNG, write) x 13,394 -> ~2 min
+  evaluate  priors at 128 px (73 ms CPU / image) + 3 x 8 classifier fits on 600 images
+                                                  -> ~1-2 min
+  total     ~15 min with both cores free; ~30 min at load ~4.
+A smoke run of every stage (a handful of images, see docs/SALIENCY.md) checks the config
+end to end in under two minutes.
+"""
+
+import os
+
+from experiments.configs import saliency_imagenet
+
+_IMAGENETTE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "..", "..", "..", "shared", "data", "imagenette"))
+
+
+def get_config():
+    config = saliency_imagenet.get_config()
+    config.workdir = "/tmp/relicv2_saliency_imagenette"
+    config.data.data_dir = os.path.join(_IMAGENETTE, "train")
+    config.data.subset_size = 800
+    config.data.image_size = 160  # multiple of 32 (decoder); Imagenette images are 224 px
+    config.priors.num_workers = 2
+    config.network.encoder_dir = ""  # required: <pretrain workdir>/encoder
+    config.network.allow_random_init = False
+    config.network.depth = 18  # used only with allow_random_init (the encoder sets its own)
+    config.network.width_multiplier = 0.25
+    config.network.decoder_channels = 32
+    config.refine.rounds = 3  # paper
+    config.refine.epochs_per_round = 2  # CPU budget (DeepUSPS: 25)
+    config.refine.learning_rate = 1e-3  # assumed for a few-epoch CPU run (DeepUSPS: 1e-6)
+    config.refine.learning_rate_growth = 2.0  # paper: doubled each round
+    config.refine.batch_size = 16
+    config.refine.prediction_ema = 0.5
+    config.final.epochs = 10
+    config.final.learning_rate = 2e-3
+    config.generate.data_root = _IMAGENETTE
+    config.generate.splits = ("train", "val")
+    config.generate.output_dir = "/tmp/relicv2_saliency_imagenette/masks"
+    config.generate.num_shards = 16
+    config.generate.batch_size = 64
+    config.evaluate.data_dir = os.path.join(_IMAGENETTE, "val")
+    config.evaluate.num_images = 600
+    config.evaluate.image_size = 128
+    return config

@@ -1,0 +1,375 @@
+"""Runs or resumes every cell of the Imagenette benchmark, then writes its table and figure.
+
+  python experiments/imagenette64.py                # run / resume everything missing
+  python experiments/imagenette64.py --hours 3      # start no new job after 3 hours
+  python experiments/imagenette64.py --table_only   # regenerate docs/results/imagenette64.md
+
+Protocol: experiments/configs/imagenette64.py. Order of work (each step resumable; a killed run
+continues from its last checkpoint when this command runs again):
+  1. BYOL seed 0 (no masks needed): its encoder initialises the saliency network;
+  2. the saliency pipeline (experiments/configs/saliency_imagenette.py: priors -> refine from
+     that encoder -> masks for all train and val images -> one PNG mask folder);
+  3. seed 0 of every cell, then the extra seeds of the two headline comparisons;
+  4. per run: weighted kNN (k=20, T=0.07, all train images as the bank, val as queries; written
+     by relicv2-pretrain), linear probe (experiments/configs/linear_eval_imagenette.py) and
+     background robustness on val (experiments/configs/backgrounds_imagenette64.py).
+Everything lives under runs/imagenette64/ (not committed); wall times are summed over resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from experiments.configs import imagenette64  # noqa: E402  (no TensorFlow)
+
+ROOT = os.path.join(REPO, "runs", "imagenette64")
+SALIENCY_DIR = os.path.join(ROOT, "saliency")
+RESULTS_MD = os.path.join(REPO, "docs", "results", "imagenette64.md")
+FIGURE = os.path.join(REPO, "docs", "figures", "imagenette64_knn.png")
+CONFIG = "experiments/configs/imagenette64.py"
+
+# (cell, seeds): the two headline comparisons get 3 seeds.
+CELLS = [("relicv2", 3), ("relicv2,nomask", 3), ("byol", 3), ("byol,bg_rm", 3),
+         ("moco_v2", 1), ("moco_v2,bg_rm", 1), ("moco_v2,bg_swaps", 1), ("simclr", 1),
+         ("swav", 1), ("supervised", 1)]
+BOOTSTRAP = ("byol", 0)
+
+
+def run_dir(cell: str, seed: int) -> str:
+    return os.path.join(ROOT, cell.replace(",", "_"), f"seed{seed}")
+
+
+def _cli(name: str) -> list:
+    """A CLI of this checkout (`python -m`, run from REPO), not whatever the console scripts
+    point at: a git worktree of a fixed commit can run the benchmark while main moves on."""
+    return [sys.executable, "-m", f"relicv2_tf.cli.{name}"]
+
+
+def _log(message: str):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}  # one core per job
+
+
+def _run(command: list, log_path: str) -> float:
+    """Runs a command (its output appended to `log_path`) on one core; returns its wall
+    seconds. Two jobs run side by side: small convolutions use a second thread poorly, so two
+    single-threaded runs finish sooner than one after the other."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    started = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **THREADS}
+        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {code}); see {log_path}")
+    return time.time() - started
+
+
+def _add_seconds(directory: str, key: str, seconds: float):
+    path = os.path.join(directory, "wall_seconds.json")
+    times = json.load(open(path)) if os.path.exists(path) else {}
+    times[key] = times.get(key, 0.0) + seconds
+    with open(path + ".tmp", "w") as f:
+        json.dump(times, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _done(directory: str, name: str) -> bool:
+    return os.path.exists(os.path.join(directory, name))
+
+
+def train(cell: str, seed: int):
+    directory = run_dir(cell, seed)
+    log = os.path.join(directory, "log.txt")
+    if cell == "supervised":
+        if _done(directory, "supervised.json"):
+            return
+        seconds = _run([*_cli("supervised"), f"--config={CONFIG}:supervised",
+                        f"--config.seed={seed}", f"--output_dir={directory}",
+                        "--progress=false"], log)
+    else:
+        if _done(directory, "knn_eval.json"):
+            return
+        seconds = _run([*_cli("pretrain"), f"--config={CONFIG}:{cell}", f"--config.seed={seed}",
+                        f"--workdir={directory}"], log)
+    _add_seconds(directory, "train", seconds)
+
+
+def evaluate(cell: str, seed: int):
+    directory = run_dir(cell, seed)
+    encoder = os.path.join(directory, "encoder")
+    log = os.path.join(directory, "log.txt")
+    jobs = [("linear", [*_cli("linear_eval"),
+                        "--config=experiments/configs/linear_eval_imagenette.py"]),
+            ("backgrounds", [*_cli("backgrounds"),
+                             "--config=experiments/configs/backgrounds_imagenette64.py"])]
+    if cell == "supervised":  # pretraining runs write their kNN figure themselves
+        jobs.append(("knn", [sys.executable, __file__, "--knn_of", encoder]))
+    for name, command in jobs:
+        output = os.path.join(directory, name)
+        if _done(output, f"{'linear_eval' if name == 'linear' else name}.json"):
+            continue
+        if name == "knn":
+            command = command + [output]
+        else:
+            command = command + [f"--config.encoder_dir={encoder}", f"--output_dir={output}",
+                                 "--progress=false"]
+        _add_seconds(directory, name, _run(command, log))
+
+
+def knn_of(encoder_dir: str, output_dir: str):
+    """The pretraining runs' end-of-run kNN (relicv2-pretrain), for an encoder trained
+    elsewhere (the supervised baseline): same splits, crops, k and temperature."""
+    from relicv2_tf.evaluation import knn_report
+    config = imagenette64.get_config("byol")  # data / evaluation sections of the protocol
+    e = config.evaluation
+    result = knn_report.compare_with_random_init(config, encoder_dir, k=e.knn_k,
+                                                 temperature=e.knn_temperature,
+                                                 max_examples=e.knn_max_examples)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "knn.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def saliency():
+    """Masks of every train and val image, from BYOL seed 0's encoder, as one PNG folder."""
+    if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
+        return
+    encoder = os.path.join(run_dir(*BOOTSTRAP), "encoder")
+    config = "experiments/configs/saliency_imagenette.py"
+    common = [f"--config={config}", f"--config.workdir={SALIENCY_DIR}",
+              f"--config.generate.output_dir={os.path.join(SALIENCY_DIR, 'masks')}",
+              f"--config.network.encoder_dir={encoder}"]
+    log = os.path.join(SALIENCY_DIR, "log.txt")
+    steps = [("priors", os.path.join(SALIENCY_DIR, "priors.npz")),
+             ("refine", os.path.join(SALIENCY_DIR, "saliency_network")),
+             ("generate", None), ("evaluate", os.path.join(SALIENCY_DIR, "evaluate.json"))]
+    for stage, marker in steps:
+        if marker and os.path.exists(marker):
+            continue
+        _log(f"saliency: {stage}")
+        if stage == "generate":  # two workers, one per core (disjoint shards)
+            procs = [subprocess.Popen([*_cli("saliency"), *common, "--stage=generate",
+                                       "--num_workers=2", f"--worker_index={w}"], cwd=REPO,
+                                      stdout=open(log + f".gen{w}", "a"),
+                                      stderr=subprocess.STDOUT)
+                     for w in range(2)]
+            started = time.time()
+            if any(p.wait() for p in procs):
+                raise RuntimeError(f"mask generation failed; see {log}.gen*")
+            _add_seconds(SALIENCY_DIR, stage, time.time() - started)
+        else:
+            _add_seconds(SALIENCY_DIR, stage, _run([*_cli("saliency"), *common,
+                                                    f"--stage={stage}"], log))
+    sys.path.insert(0, REPO)
+    from relicv2_tf.saliency import generate
+    counts = {split: generate.export_mask_folder(
+        os.path.join(SALIENCY_DIR, "masks", f"{split}-*.tfrecord"), imagenette64.MASK_DIR)
+        for split in ("train", "val")}
+    with open(os.path.join(imagenette64.MASK_DIR, "done.json"), "w") as f:
+        json.dump(counts, f)
+
+
+def uses_masks(cell: str) -> bool:
+    return cell.startswith("relicv2") and "nomask" not in cell or "bg_" in cell
+
+
+def work_items():
+    """(cell, seed) in the order they are worth running: seed 0 everywhere (the bootstrap
+    first, then the runs that need no masks, which can train while the masks are made), then
+    the extra seeds."""
+    first = [(cell, 0) for cell, _ in CELLS if (cell, 0) != BOOTSTRAP]
+    first.sort(key=lambda item: uses_masks(item[0]))
+    return [BOOTSTRAP] + first + [(cell, seed) for cell, seeds in CELLS
+                                  for seed in range(1, seeds)]
+
+
+def run_all(deadline: float, workers: int = 2):
+    """Trains and evaluates every (cell, seed) on `workers` cores. A run that needs masks, and
+    every evaluation (the background test sets are made from the masks), waits for them; the
+    masks come from the bootstrap run's encoder."""
+    import concurrent.futures
+    import threading
+
+    masks_ready, table_lock = threading.Event(), threading.Lock()
+    if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
+        masks_ready.set()
+
+    def job(cell, seed):
+        if time.time() > deadline:
+            return
+        if uses_masks(cell):
+            masks_ready.wait()
+        _log(f"{cell} seed {seed}: train")
+        train(cell, seed)
+        if (cell, seed) == BOOTSTRAP and not masks_ready.is_set():
+            saliency()
+            masks_ready.set()
+        masks_ready.wait()
+        _log(f"{cell} seed {seed}: evaluate")
+        evaluate(cell, seed)
+        _log(f"{cell} seed {seed}: done")
+        with table_lock:
+            write_table()
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(job, cell, seed) for cell, seed in work_items()]
+        for future in futures:
+            try:
+                future.result()
+            except Exception as error:  # one failed run must not stop the others
+                _log(f"FAILED: {error}")
+                if not masks_ready.is_set():
+                    masks_ready.set()  # unblock the others (their mask runs will fail too)
+
+
+# ------------------------------------------------------------------------------ the table
+def _json(path):
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def cell_results(cell: str, seed: int) -> dict | None:
+    directory = run_dir(cell, seed)
+    knn = _json(os.path.join(directory, "knn", "knn.json") if cell == "supervised"
+                else os.path.join(directory, "knn_eval.json"))
+    linear = _json(os.path.join(directory, "linear", "linear_eval.json"))
+    bgs = _json(os.path.join(directory, "backgrounds", "backgrounds.json"))
+    if not (knn and linear and bgs):
+        return None
+    metrics = bgs["metrics"]
+    times = _json(os.path.join(directory, "wall_seconds.json")) or {}
+    return {"knn": knn["pretrained_top1"], "linear": linear["metrics"]["top1"],
+            "original": metrics["original"], "only_fg": metrics["only_fg"],
+            "mixed_same": metrics["mixed_same"], "mixed_rand": metrics["mixed_rand"],
+            "bg_gap": metrics["bg_gap"], "train_minutes": times.get("train", 0.0) / 60}
+
+
+def _mean_std(values):
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _fmt(values, scale=100.0, digits=1):
+    mean, std = _mean_std([v * scale for v in values])
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+COLUMNS = ["knn", "linear", "original", "only_fg", "mixed_same", "mixed_rand", "bg_gap"]
+
+
+def table_rows() -> list:
+    rows = []
+    for cell, seeds in CELLS:
+        results = [r for r in (cell_results(cell, s) for s in range(seeds)) if r]
+        if not results:
+            rows.append(f"| {cell} | 0 / {seeds} | " + " | ".join(["-"] * (len(COLUMNS) + 1))
+                        + " |")
+            continue
+        rows.append(f"| {cell} | {len(results)} / {seeds} | "
+                    + " | ".join(_fmt([r[c] for r in results]) for c in COLUMNS)
+                    + f" | {_fmt([r['train_minutes'] for r in results], 1.0, 0)} |")
+    return rows
+
+
+def knn_curves() -> dict:
+    """cell -> [(epoch, kNN top-1)] of seed 0, from its TensorBoard events (all resumes)."""
+    import numpy as np
+    from tensorboard.backend.event_processing import event_accumulator
+
+    curves = {}
+    for cell, _ in CELLS:
+        points = {}
+        for path in glob.glob(os.path.join(run_dir(cell, 0), "tensorboard", "train", "events*")):
+            events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+            events.Reload()
+            if "epoch_knn_top1" not in events.Tags()["tensors"]:
+                continue
+            for event in events.Tensors("epoch_knn_top1"):
+                value = float(np.asarray(event.tensor_proto.float_val or [np.nan])[0])
+                if math.isfinite(value):
+                    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
+                    points[(event.step + 1) * interval / imagenette64.STEPS_PER_EPOCH] = value
+        if points:
+            curves[cell] = sorted(points.items())
+    return curves
+
+
+def write_figure(curves: dict):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cell, points in curves.items():
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", ms=3,
+                label=cell)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 on val (%)")
+    ax.set_title("Imagenette 64 px, ResNet-18 x0.25, seed 0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
+    fig.savefig(FIGURE, dpi=100)
+    plt.close(fig)
+
+
+def write_table():
+    rows = table_rows()
+    curves = knn_curves()
+    if curves:
+        write_figure(curves)
+    header = ("| cell | seeds done | kNN top-1 | linear top-1 | Original | Only-FG | Mixed-Same "
+              "| Mixed-Rand | BG-Gap | train min |\n|---|---|---|---|---|---|---|---|---|---|")
+    marker = "<!-- table: generated by experiments/imagenette64.py -->"
+    table = f"{marker}\n{header}\n" + "\n".join(rows) + f"\n{marker}"
+    if os.path.exists(RESULTS_MD):
+        text = open(RESULTS_MD).read()
+        if text.count(marker) == 2:
+            before, _, rest = text.partition(marker)
+            _, _, after = rest.partition(marker)
+            text = before + table + after
+        else:
+            text += "\n" + table + "\n"
+    else:
+        text = "# Imagenette benchmark (64 px)\n\n" + table + "\n"
+    with open(RESULTS_MD + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(RESULTS_MD + ".tmp", RESULTS_MD)
+    print("\n".join([header] + rows))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=float("inf"),
+                        help="start no new job after this many hours")
+    parser.add_argument("--table_only", action="store_true")
+    parser.add_argument("--workers", type=int, default=2, help="runs side by side, one core each")
+    parser.add_argument("--knn_of", nargs=2, metavar=("ENCODER_DIR", "OUTPUT_DIR"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.knn_of:
+        return knn_of(*args.knn_of)
+    deadline = time.time() + args.hours * 3600
+    if not args.table_only:
+        run_all(deadline, args.workers)
+    write_table()
+
+
+if __name__ == "__main__":
+    main()
