@@ -5,6 +5,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before TensorFlow starts: on CPUs with AMX-BF16, the mixed_bfloat16 tests run Eigen kernels
+# (oneDNN's AMX bfloat16 kernels turned them NaN; relicv2_tf/distribute.py says why).
+from relicv2_tf import distribute  # noqa: E402  (does not import TensorFlow)
+
+distribute.avoid_onednn_amx_bfloat16()
+
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ dill = pytest.importorskip(
 import jax.numpy as jnp  # noqa: E402
 
 from relicv2_tf.models import convert  # noqa: E402
-from relicv2_tf.models import encoder_io  # noqa: E402
+from relicv2_tf.models import encoder_io, safe_pickle  # noqa: E402
 from relicv2_tf.models import resnet as resnet_lib  # noqa: E402
 
 HAIKU_BLOCKS = {18: ((2, 2, 2, 2), False), 50: ((3, 4, 6, 3), True), 101: ((3, 4, 23, 3), True),
@@ -336,7 +336,7 @@ def test_untrusted_path_needs_trust_or_checksum(tiny):
         convert.convert_checkpoint(path)
     with pytest.raises(convert.CheckpointError, match="does not match"):
         convert.convert_checkpoint(path, expected_sha256="0" * 64)
-    _, config, _ = convert.convert_checkpoint(path, expected_sha256=convert.file_sha256(path))
+    _, config, _ = convert.convert_checkpoint(path, expected_sha256=safe_pickle.file_sha256(path))
     assert config["width_multiplier"] == 0.125
 
 

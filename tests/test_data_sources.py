@@ -254,3 +254,73 @@ def test_imagenette_folder_if_present():
     assert {int(e["label"]) for e in examples} <= set(range(10))
     assert len({int(e["label"]) for e in examples}) >= 5  # the subset spans the classes
     assert all(e["image"].ndim == 3 and e["image"].shape[-1] == 3 for e in examples)
+
+
+def _jpeg_without(data, marker):
+    """The JPEG without its segments of type `marker` (0xDB quantisation, 0xC0 frame header)."""
+    out, offset = bytearray(data[:2]), 2
+    while data[offset + 1] != 0xDA:
+        length = int.from_bytes(data[offset + 2:offset + 4], "big")
+        if data[offset + 1] != marker:
+            out += data[offset:offset + 2 + length]
+        offset += 2 + length
+    return bytes(out + data[offset:])
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: _jpeg_without(encode(rgb(1), "JPEG"), 0xDB), "no quantisation table"),
+    (lambda: _jpeg_without(encode(rgb(1), "JPEG"), 0xC0), "no frame header"),
+    (lambda: encode(rgb(1), "JPEG")[:4] + b"\xff\xff" + encode(rgb(1), "JPEG")[6:],
+     "corrupt JPEG header (segment at byte 2"),
+    (lambda: (lambda png: png[:60] + bytes(8) + png[68:])(encode(rgb(2))), "fails its CRC"),
+    (lambda: b"\x89PNG\r\n\x1a\n", "truncated PNG"),
+    (lambda: encode(rgb(3), "TIFF"), "not a JPEG/PNG/GIF/BMP/WebP"),
+])
+def test_file_check_reads_the_structure_not_only_the_ends(tmp_path, make, reason):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(make())
+    found, size = sources.check_image_file(str(path))
+    assert reason in found and size is None
+    path.write_bytes(encode(rgb(4, 17, 29), "JPEG"))
+    assert sources.check_image_file(str(path)) == ("", (17, 29))
+    path.write_bytes(encode(rgb(4, 17, 29), "WEBP"))  # a valid image under a .jpg name
+    assert sources.check_image_file(str(path))[0] == ""
+
+
+def test_decoder_failures_name_the_input_or_are_logged_skips(tmp_path, capfd):
+    # A JPEG without frame header passes the in-graph byte checks; only the decoder rejects it.
+    examples = tfrecord_examples(with_masks=False)
+    examples[2]["image"] = _jpeg_without(encode(rgb(2), "JPEG"), 0xC0)
+    config = data_config(source="tfrecord", data_dir=write_tfrecords(tmp_path, examples, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="cannot decode the TFRecord "
+                       "example .*ex2.*on_bad_image=skip"):
+        collect(sources.make_source(config, shuffle_files=False))
+    config.on_bad_image = "skip"
+    ids = [e["id"].decode() for e in collect(sources.make_source(config, shuffle_files=False))]
+    assert ids == ["ex0", "ex1", "ex3", "ex4", "ex5"]
+    assert "skipping bad example" in capfd.readouterr().err  # stderr: visible at any log level
+
+
+def test_tfrecord_records_skipped_by_the_checks_do_not_shift_positions(tmp_path):
+    examples = tfrecord_examples(n=12)
+    examples[3]["image"] = examples[3]["image"][:50]  # truncated
+    examples[7]["mask"] = tfrecord_format.encode_mask_png(np.zeros([7, 7], np.uint8))  # wrong size
+    examples[8]["image"] = _jpeg_without(encode(rgb(8), "JPEG"), 0xC0)  # header unreadable
+    config = data_config(source="tfrecord", data_dir=write_tfrecords(tmp_path, examples, 3),
+                         on_bad_image="skip", shuffle_buffer=4)
+    stream = [e["id"] for e in sources.example_stream(config, seed=1).take(27)
+              .as_numpy_iterator()]
+    assert set(stream) == {f"ex{i}".encode() for i in range(12) if i not in (3, 7, 8)}
+    resumed = [e["id"] for e in sources.example_stream(config, seed=1, start_position=11)
+               .take(16).as_numpy_iterator()]
+    assert resumed == stream[11:]
+
+
+def test_empty_tfrecord_stream_is_refused(tmp_path):
+    examples = tfrecord_examples(n=2)
+    for example in examples:
+        example["image"] = b"not an image"
+    config = data_config(source="tfrecord", data_dir=write_tfrecords(tmp_path, examples, 1),
+                         on_bad_image="skip")
+    with pytest.raises(sources.BadInputError, match="no valid example"):
+        sources.example_stream(config, seed=0)

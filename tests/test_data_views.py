@@ -120,7 +120,9 @@ def test_saliency_masking_needs_min_fraction():
     np.testing.assert_array_equal(masked["large"], plain["large"])
 
 
-def test_source_without_masks_turns_masking_off_and_logs(tmp_path, monkeypatch):
+def test_source_without_masks_refuses_masking_instead_of_switching_it_off(tmp_path):
+    """A config that enables saliency masking on data without masks is an error, never a log
+    line (config.validate refuses it statically; the pipeline refuses it when it reads data)."""
     from PIL import Image
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
@@ -128,13 +130,10 @@ def test_source_without_masks_turns_masking_off_and_logs(tmp_path, monkeypatch):
             Image.fromarray(np.full([20, 24, 3], 40 * i, np.uint8)).save(tmp_path / label / f"{i}.png")
     config = demo_config(source="image_folder", data_dir=str(tmp_path), num_examples=-1,
                          mask_apply_prob=0.5, num_large_views=1, num_small_views=0)
-    # Recorded at the call, not through log capture: once an absl app has initialised logging in
-    # this process (another test), absl's records no longer reach pytest's handler.
-    messages = []
-    monkeypatch.setattr(views.logging, "info", lambda msg, *args: messages.append(msg % args))
-    batch = first_batch(config, batch_size=4)
-    assert batch["large"].shape == (4, 1, 32, 32, 3)
-    assert any("masking is off" in m for m in messages), messages
+    with pytest.raises(ValueError, match="data.mask_apply_prob=0.5: uses a foreground mask"):
+        first_batch(config, batch_size=4)
+    config.mask_apply_prob = 0.0
+    assert first_batch(config, batch_size=4)["large"].shape == (4, 1, 32, 32, 3)
 
 
 def test_bg_swaps_outputs_hard_negatives():
@@ -201,19 +200,162 @@ def test_tf_data_service_address_is_checked():
         config_lib.validate(config)
 
 
-def test_view_parity_follows_table_16_in_make_views(monkeypatch):
-    # Replace the table by one where only "even" views are solarised with probability 1 and no
-    # other op runs: then exactly large views 2 and 4 (indices 1, 3) and small view 2 change.
+IDENTITY = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
+                flip_prob=0.0, crop_area_range=(1.0, 1.0))
+
+
+def identity_table(monkeypatch, name="relicv2", **changes):
+    """Replaces the table `name` by one whose views are the whole image, untouched (plus
+    `changes(key)` per (parity, size) key)."""
     import dataclasses
-    identity = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, flip_prob=0.0,
-                    crop_area_range=(1.0, 1.0))
-    table = {key: dataclasses.replace(value, **identity,
-                                      solarize_prob=1.0 if key[0] == "even" else 0.0)
-             for key, value in augment.TABLE_16.items()}
-    monkeypatch.setattr(augment, "TABLE_16", table)
+    table = {key: dataclasses.replace(value, **{**IDENTITY,
+                                                **{k: f(key) for k, f in changes.items()}})
+             for key, value in augment.AUGMENTATION_TABLES[name].items()}
+    monkeypatch.setitem(augment.AUGMENTATION_TABLES, name, table)
+
+
+def test_view_parity_follows_table_16_in_make_views(monkeypatch):
+    # Only "even" views are solarised (probability 1), nothing else runs: then exactly large
+    # views 2 and 4 (indices 1, 3) and small view 2 change.
+    identity_table(monkeypatch, solarize_prob=lambda key: 1.0 if key[0] == "even" else 0.0)
     example = _example_with_known_mask()
     out = views.make_views(example, tf.constant([0, 0], tf.int64), demo_config(mask_apply_prob=0))
     large = normalize.denormalize_images(out["large"]).numpy()
     small = normalize.denormalize_images(out["small"]).numpy()
     assert large[[1, 3]].max() <= 0.5 + 1e-4 and large[[0, 2]].max() > 0.9
     assert small[1].max() <= 0.5 + 1e-4 and small[0].max() > 0.9
+
+
+@pytest.mark.parametrize("name", ["byol", "simclr", "moco_v2", "swav"])
+def test_make_views_reads_the_table_named_by_data_augmentation(monkeypatch, name):
+    identity_table(monkeypatch, name, solarize_prob=lambda key: 1.0)  # every view solarised
+    example = _example_with_known_mask()
+    config = demo_config(mask_apply_prob=0, augmentation=name, num_large_views=2,
+                         num_small_views=2 if name == "swav" else 0)
+    out = views.make_views(example, tf.constant([0, 0], tf.int64), config)
+    pixels = normalize.denormalize_images(out["large"]).numpy()
+    assert pixels.max() <= 0.5 + 1e-4  # solarised: the table was used
+    identity_table(monkeypatch)  # the relicv2 table: untouched views
+    relicv2 = views.make_views(example, tf.constant([0, 0], tf.int64),
+                               demo_config(mask_apply_prob=0, num_large_views=2))
+    assert normalize.denormalize_images(relicv2["large"]).numpy().max() > 0.9
+
+
+def test_small_views_need_a_table_with_small_crops():
+    config = demo_config(augmentation="byol", num_small_views=2)
+    with pytest.raises(ValueError, match="no small views"):
+        first_batch(config)
+    full = config_lib.get_default_config()
+    full.data.augmentation, full.data.num_small_views = "moco_v2", 1
+    with pytest.raises(ValueError, match="num_small_views=0"):
+        config_lib.validate(full)
+
+
+def _swaps_example(size=32):
+    """Anchor: noise (channels <= 0.5) with a pure-green disc."""
+    rng = np.random.RandomState(3)
+    image = (rng.rand(size, size, 3) * 127).astype(np.uint8)
+    y, x = np.mgrid[0:size, 0:size]
+    disc = ((y - 15) ** 2 + (x - 13) ** 2) <= 36
+    image[disc] = (0, 255, 0)
+    mask = disc[..., None].astype(np.uint8) * 255
+    return {"image": tf.constant(image), "mask": tf.constant(mask), "label": tf.constant(0),
+            "id": tf.constant("anchor")}, disc
+
+
+def _other_example(fg, bg, size=32):
+    image = np.empty([size, size, 3], np.uint8)
+    image[:] = bg
+    mask = np.zeros([size, size, 1], np.uint8)
+    mask[4:14, 18:28] = 255
+    image[mask[..., 0] > 0] = fg
+    return {"image": tf.constant(image), "mask": tf.constant(mask), "label": tf.constant(1),
+            "id": tf.constant("other")}
+
+
+@pytest.mark.parametrize("fg,bg", [((255, 0, 0), (0, 0, 255)), ((0, 0, 255), (255, 0, 0))])
+def test_bg_swaps_triplet_in_make_views(monkeypatch, fg, bg):
+    # Identity augmentations, so each view is the whole 32 px image: the positive (view 2) is the
+    # anchor's disc on the other image's background, the hard negative the other image's object
+    # over the disc on the anchor's background; both from the one other image given.
+    identity_table(monkeypatch)
+    example, disc = _swaps_example()
+    config = demo_config(bg_swaps_prob=1.0, num_large_views=2, num_small_views=0,
+                         mask_apply_prob=0.0, mask_min_fraction=0.05)
+    out = views.make_views(example, tf.constant([4, 2], tf.int64), config,
+                           _other_example(fg, bg))
+    anchor = example["image"].numpy() / 255.0
+    large = normalize.denormalize_images(out["large"]).numpy()
+    negative = normalize.denormalize_images(out["hard_negative"]).numpy()
+    assert float(out["hard_negative_valid"]) == 1.0
+    np.testing.assert_allclose(large[0], anchor, atol=1e-4)  # the anchor is untouched
+    np.testing.assert_allclose(large[1][disc], anchor[disc], atol=1e-4)
+    np.testing.assert_allclose(large[1][~disc], np.broadcast_to(np.array(bg) / 255.0,
+                                                                large[1][~disc].shape), atol=1e-4)
+    np.testing.assert_allclose(negative[disc], np.broadcast_to(np.array(fg) / 255.0,
+                                                               negative[disc].shape), atol=1e-4)
+    # Every other pixel mixes the other's object colour and the anchor's own pixel (soft edges of
+    # the moved object), and most are the anchor's background itself.
+    colour = np.array(fg, np.float64) / 255.0
+    direction = colour - anchor
+    alpha = ((negative - anchor) * direction).sum(-1) / (direction ** 2).sum(-1)
+    residual = np.abs(negative - anchor - alpha[..., None] * direction).max(-1)
+    assert residual[~disc].max() < 2e-3 and -2e-3 < alpha.min() and alpha.max() < 1 + 2e-3
+    anchor_background = ~disc & (alpha < 1e-3)
+    assert anchor_background.mean() > 0.5
+    np.testing.assert_allclose(negative[anchor_background], anchor[anchor_background], atol=2e-3)
+    assert negative[..., 1].max() <= 0.5  # no trace of the green disc
+
+
+def test_bg_swaps_valid_exactly_when_the_positive_is_swapped():
+    example, _ = _swaps_example()
+    other = _other_example((255, 0, 0), (0, 0, 255))
+    config = demo_config(bg_swaps_prob=0.5, num_large_views=2, num_small_views=0,
+                         mask_apply_prob=0.0, mask_min_fraction=0.05)
+    plain = demo_config(num_large_views=2, num_small_views=0, mask_apply_prob=0.0)
+    with_swaps = tf.function(lambda s: views.make_views(example, s, config, other),
+                             autograph=False)
+    without = tf.function(lambda s: views.make_views(example, s, plain, other), autograph=False)
+    valid = []
+    for k in range(24):
+        seed = tf.constant([9, k], tf.int64)
+        out, reference = with_swaps(seed), without(seed)
+        swapped = np.abs(out["large"][1] - reference["large"][1]).max() > 1e-4
+        assert swapped == bool(out["hard_negative_valid"])
+        np.testing.assert_allclose(out["large"][0], reference["large"][0], atol=1e-5)
+        valid.append(swapped)
+    assert 3 < sum(valid) < 21
+
+
+@pytest.mark.parametrize("method,refused", [("moco_v2", False), ("simclr", False),
+                                            ("byol", True), ("swav", True), ("relicv2", True)])
+def test_config_validation_refuses_bg_swaps_without_negatives(method, refused):
+    import importlib
+    module = "relicv2_r50_imagenet" if method == "relicv2" else method
+    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config.data.source, config.data.tfds_name = "synthetic", ""
+    config.data.bg_swaps_prob = 0.2
+    if refused:
+        with pytest.raises(ValueError, match="bg_swaps_prob=0"):
+            config_lib.validate(config)
+    else:
+        config_lib.validate(config)
+
+
+def test_bg_swaps_configs_exist_only_for_contrastive_methods():
+    import importlib
+    from pathlib import Path
+
+    from experiments.configs import background_augmentations, imagenette64
+    configs = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    assert sorted(p.stem for p in configs.glob("*_bg_swaps.py")) == ["moco_v2_bg_swaps",
+                                                                      "simclr_bg_swaps"]
+    for stem in ("moco_v2_bg_swaps", "simclr_bg_swaps"):
+        assert importlib.import_module(f"experiments.configs.{stem}").get_config(
+        ).data.bg_swaps_prob > 0
+    byol = importlib.import_module("experiments.configs.byol").get_config()
+    with pytest.raises(ValueError, match="bg_rm or bg_random"):
+        background_augmentations.with_background(byol, "bg_swaps")
+    with pytest.raises(ValueError, match="bg_rm or bg_random"):
+        imagenette64.get_config("swav,bg_swaps")
+    assert imagenette64.get_config("simclr,bg_swaps").data.bg_swaps_prob > 0

@@ -32,3 +32,22 @@ def test_cpu_split_after_start_explains_itself():
         pytest.skip("another test already split the CPU into 3 devices")
     with pytest.raises(RuntimeError, match="before any other TensorFlow call"):
         distribute.split_cpu(3)
+
+
+def test_bfloat16_avoids_onednn_only_on_amx_cpus_and_only_if_unset():
+    env = {}
+    assert distribute.avoid_onednn_amx_bfloat16(env, flags={"avx2", "amx_bf16", "amx_tile"})
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    env = {"TF_ENABLE_ONEDNN_OPTS": "1"}  # the user's choice wins
+    assert not distribute.avoid_onednn_amx_bfloat16(env, flags={"amx_bf16"})
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    env = {}
+    assert not distribute.avoid_onednn_amx_bfloat16(env, flags={"avx2", "avx512_bf16"})
+    assert env == {}
+
+
+def test_cpu_flags_reads_proc_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16\n")
+    assert distribute.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "amx_bf16"}
+    assert distribute.cpu_flags(str(tmp_path / "absent")) == set()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from relicv2_tf.evaluation import knn, linear
+from relicv2_tf.evaluation import engine, knn, linear, linear_head
 from relicv2_tf.models import resnet
 
 NUM_CLASSES = 3
@@ -103,8 +103,8 @@ def test_resume_after_interruption_reproduces_final_state(tmp_path, augment):
 
 
 def test_head_file_format(tmp_path):
-    head = linear.make_linear_head(16, 7)
-    path = linear.save_head(head, str(tmp_path))
+    head = linear_head.make_linear_head(16, 7)
+    path = linear_head.save_head(head, str(tmp_path))
     assert path.endswith("linear_head.keras")
     loaded = keras.models.load_model(path)
     assert loaded.layers[-1].name == "linear_head"
@@ -114,7 +114,7 @@ def test_head_file_format(tmp_path):
 
 
 def test_step_schedule_boundaries():
-    schedule = linear.learning_rate_schedule(1.0, 100, "step", [10, 20], 0.2)
+    schedule = engine.learning_rate_schedule(1.0, 100, "step", [10, 20], 0.2)
     assert float(schedule(5)) == pytest.approx(1.0)
     assert float(schedule(15)) == pytest.approx(0.2)
     assert float(schedule(25)) == pytest.approx(0.04)

@@ -10,8 +10,9 @@ import tensorflow as tf
 from PIL import Image
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.evaluation import (analysis, backgrounds, finetune, linear, results, robustness,
-                                   supervised, transfer)
+from relicv2_tf.evaluation import (analysis, backgrounds, batches, features, finetune, inputs,
+                                   linear, linear_head, results, robustness, supervised,
+                                   transfer)
 from relicv2_tf.models import resnet
 
 SHARED = Path(__file__).parents[1] / ".." / "shared"
@@ -87,7 +88,7 @@ def test_filter_by_ids_matches_full_ids_and_file_names(tmp_path):
         "id": ["n01/n01_1", "n01/n01_2", "n02/n02_7", "n02/n02_8"], "label": [0, 0, 1, 1]})
     list_file = tmp_path / "1percent.txt"
     list_file.write_text("n01_2\nn02/n02_8\n\n")
-    kept = finetune.filter_by_ids(examples, finetune.read_id_list(str(list_file)))
+    kept = inputs.filter_by_ids(examples, inputs.read_id_list(str(list_file)))
     assert [e["id"].numpy().decode() for e in kept] == ["n01/n01_2", "n02/n02_8"]
 
 
@@ -100,8 +101,8 @@ def test_supervised_baseline_learns_separable_colours():
         encoder, train, num_classes=3, batch_size=8, num_epochs=4, base_learning_rate=0.8,
         image_size=32, progress=False)
     assert info["losses"][-1] < info["losses"][0]
-    metrics = linear.evaluate_head(encoder, head, train, num_classes=3, batch_size=24,
-                                   image_size=32, resize_size=36, progress=False)
+    metrics = linear_head.evaluate_head(encoder, head, train, num_classes=3, batch_size=24,
+                                        image_size=32, resize_size=36, progress=False)
     assert metrics["top1"] > 1 / 3
 
 
@@ -126,14 +127,14 @@ def test_transfer_reads_tfds_with_mock_data():
     data.source, data.tfds_name = "tfds", "cifar10"
     with tfds.testing.mock_data(num_examples=12):
         spec = transfer.TRANSFER_DATASETS["cifar10"]
-        train = linear.labelled_examples(data, spec["train_split"])
-        test = linear.labelled_examples(data, spec["test_split"])
+        train = inputs.labelled_examples(data, spec["train_split"])
+        test = inputs.labelled_examples(data, spec["test_split"])
         encoder = mean_colour_encoder()
-        features = {name: linear.extract_features(
-            encoder, linear.eval_batches(ds, 6, 32, 32), progress=False)
+        extracted = {name: features.extract_features(
+            encoder, batches.eval_batches(ds, 6, 32, 32), progress=False)
             for name, ds in (("train", train), ("test", test))}
-    assert features["train"][0].shape == (12, 3)
-    outcome = transfer.linear_transfer(features["train"], features["test"], num_classes=10,
+    assert extracted["train"][0].shape == (12, 3)
+    outcome = transfer.linear_transfer(extracted["train"], extracted["test"], num_classes=10,
                                        metric=spec["metric"], sweep={"learning_rate": [0.1]},
                                        batch_size=4, num_epochs=1)
     assert 0.0 <= outcome["score"] <= 1.0 and outcome["test"]["num_examples"] == 12
@@ -152,9 +153,9 @@ def test_robustness_image_folder_200_class_mapping(tmp_path):
     weights[0, 7], weights[1, 300], weights[2, 999] = 1.0, 1.0, 1.0
     bias = np.zeros(1000, np.float32)
     bias[0] = 100.0
-    head = linear.make_linear_head(3, 1000)
+    head = linear_head.make_linear_head(3, 1000)
     head.layers[-1].set_weights([weights, bias])
-    examples = linear.labelled_examples(folder_config(tmp_path / "imagenet_r"), "")
+    examples = inputs.labelled_examples(folder_config(tmp_path / "imagenet_r"), "")
     common = dict(batch_size=4, image_size=32, resize_size=36, progress=False,
                   label_map=label_map)
     restricted = robustness.evaluate_zero_shot(mean_colour_encoder(), head, examples,
@@ -170,9 +171,9 @@ def test_backgrounds_from_masks_perfect_and_constant():
     masks = np.ones((len(labels), 16, 16, 1), np.float32)  # all foreground: variants == original
     variants = backgrounds.make_variants(images01, masks, labels, seed=0)
     encoder = mean_colour_encoder()
-    features = backgrounds.variant_features(encoder, images01)
+    train_x = features.image_array_features(encoder, images01)
     head, _ = linear.train_linear_head(None, None, num_classes=3, augment=False,
-                                       train_features=(features, labels), batch_size=4,
+                                       train_features=(train_x, labels), batch_size=4,
                                        num_epochs=20, learning_rate=0.5, progress=False)
     metrics = backgrounds.evaluate_variants(
         encoder, head, {k: (v, labels) for k, v in variants.items() if k != "only_fg"},
@@ -180,7 +181,7 @@ def test_backgrounds_from_masks_perfect_and_constant():
     assert metrics["original"] == 1.0 and metrics["mixed_rand"] == 1.0
     assert metrics["bg_gap"] == 0.0
     # A head that always predicts class 0 scores chance (1/3) on every variant.
-    constant = linear.make_linear_head(3, 3)
+    constant = linear_head.make_linear_head(3, 3)
     constant.layers[-1].set_weights([np.zeros((3, 3), np.float32),
                                      np.array([1.0, 0.0, 0.0], np.float32)])
     chance = backgrounds.evaluate_variants(encoder, constant, {k: (v, labels) for k, v in
@@ -193,7 +194,7 @@ def test_backgrounds_from_masks_perfect_and_constant():
 def test_backgrounds_masks_from_digits_source():
     data = config_lib.get_default_config().data
     data.source, data.num_examples = "digits", 20
-    examples = linear.labelled_examples(data, "test", with_masks=True)
+    examples = inputs.labelled_examples(data, "test", with_masks=True)
     images, masks, labels = backgrounds.load_masked_examples(examples, 32, 32)
     assert images.shape == (20, 32, 32, 3) and masks.shape == (20, 32, 32, 1)
     variants = backgrounds.make_variants(images, masks, labels)
@@ -222,8 +223,8 @@ def test_linear_eval_on_imagenette_subset():
         pytest.skip(f"{root} is absent (the shared Imagenette ImageFolder).")
     data = config_lib.get_default_config().data
     data.source, data.data_dir, data.num_examples = "image_folder", str(root), 30
-    train = linear.labelled_examples(data, "train")
-    test = linear.labelled_examples(data, "val")
+    train = inputs.labelled_examples(data, "train")
+    test = inputs.labelled_examples(data, "val")
     _, metrics, info = linear.linear_eval(mean_colour_encoder(), train, test, num_classes=10,
                                           batch_size=16, num_epochs=2, augment=False,
                                           image_size=32, resize_size=36, progress=False)

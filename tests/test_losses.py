@@ -16,7 +16,7 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def numpy_relic(online, target, tau, alpha, candidates=None):
+def numpy_relic(online, target, tau, alpha, candidates=None, contrast_scale=1.0):
     """Direct transcription of the DESIGN.md equations, one row at a time."""
     o, t = _normalize(online), _normalize(target)
     s = o @ t.T / tau
@@ -30,7 +30,7 @@ def numpy_relic(online, target, tau, alpha, candidates=None):
         contrastive.append(-log_p[pos])
         invariance.append(np.sum(np.exp(log_r) * (log_r - log_p)))
     c, v = np.mean(contrastive), np.mean(invariance)
-    return c + alpha * v, c, v
+    return contrast_scale * c + alpha * v, c, v
 
 
 @pytest.fixture
@@ -116,6 +116,25 @@ def test_multiview_loss_is_mean_of_pair_losses():
     expected = np.mean([numpy_relic(online[a], target[b], 0.25, 0.5)[0]
                         for a, b in losses.view_pairs(3, 1)])
     np.testing.assert_allclose(out["loss"], expected, rtol=1e-5)
+
+
+def test_contrast_scale_weights_only_the_contrastive_term():
+    """ReLICv2 appendix D.1's "contrast scale" c: loss = c * contrastive + alpha * invariance."""
+    rng = np.random.default_rng(5)
+    online = [rng.normal(size=(6, 4)).astype(np.float32) for _ in range(2 + 1)]
+    target = [rng.normal(size=(6, 4)).astype(np.float32) for _ in range(2)]
+    out = losses.relicv2_loss(online, target, num_large=2, temperature=0.3, alpha=0.5,
+                              contrast_scale=2.5)
+    reference = [numpy_relic(online[a], target[b], 0.3, 0.5, contrast_scale=2.5)
+                 for a, b in losses.view_pairs(2, 1)]
+    np.testing.assert_allclose(out["loss"], np.mean([r[0] for r in reference]), rtol=1e-5)
+    np.testing.assert_allclose(out["contrastive"], np.mean([r[1] for r in reference]), rtol=1e-5)
+    unscaled = losses.relicv2_loss(online, target, num_large=2, temperature=0.3, alpha=0.5)
+    np.testing.assert_allclose(out["loss"] - unscaled["loss"], 1.5 * unscaled["contrastive"],
+                               rtol=1e-5)
+    pair = losses.relic_pair_loss(online[0], target[1], 0.3, 0.5, contrast_scale=2.5)
+    np.testing.assert_allclose(pair["loss"], numpy_relic(online[0], target[1], 0.3, 0.5,
+                                                         contrast_scale=2.5)[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("num_negatives", [None, 3])

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from relicv2_tf import train
 from relicv2_tf.data import views
-from relicv2_tf.methods import base, build_method
+from relicv2_tf.methods import build_method
 from relicv2_tf.methods.simclr import views_and_hard_negatives
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +30,10 @@ def tiny_method_config(method, **overrides):
     if method == "swav":
         data.num_small_views = 1
         config.loss.num_prototypes = 16
-        config.loss.freeze_prototypes_steps = 2
+        config.loss.freeze_prototypes_epochs = 0.5  # 2 steps: 64 examples / batch 16
     if method == "moco_v2":
         config.loss.queue_size = 2 * BATCH
+        config.loss.shuffle_bn_splits = 2  # key batch-norm groups of 8 (fewer network calls)
         config.training.base_target_ema = 0.99
     model = config.model
     model.depth, model.width_multiplier, model.synchronized_bn = 18, 0.25, False
@@ -63,21 +64,18 @@ def log_softmax(x):
 
 
 def moco_first_loss(model, batch, queue, temperature, use_hard=True):
-    """Symmetric MoCo loss from the networks' outputs, in numpy (first step, before updates)."""
-    images, num_views, valid = views_and_hard_negatives(batch)
-    q = np.split(model.online_projections(base.views_to_batch(batch["large"])).numpy(),
-                 num_views)
-    k = np.split(model.target_projections(images).numpy(), num_views + 1)
-    queue = unit(queue)
-    total = 0.0
-    for p, (query, key) in enumerate([(q[0], k[1]), (q[1], k[0])]):
-        query, key = unit(query), unit(key)
-        logits = [np.sum(query * key, 1, keepdims=True), query @ queue.T]
-        if p == 0 and use_hard:
-            hard = np.sum(query * unit(k[2]), 1, keepdims=True)
-            logits.append(np.where(valid.numpy()[:, None] > 0, hard, -np.inf))
-        total += -log_softmax(np.concatenate(logits, 1) / temperature)[:, 0].sum()
-    return total / len(q[0])  # normalised by the batch, summed over the two pairs
+    """MoCo's q1 . k2 loss from the networks' outputs, in numpy (first step, before updates);
+    keys and hard negatives through the key encoder with the step's Shuffle-BN seeds."""
+    large = batch["large"]
+    query = unit(model.online_projections(large[:, 0]).numpy())
+    key = model.key_projections(large[:, 1], model.input_seed(1)).numpy()
+    hard = model.key_projections(batch["hard_negative"], model.input_seed(2)).numpy()
+    logits = [np.sum(query * key, 1, keepdims=True), query @ unit(queue).T]
+    if use_hard:
+        hard_logit = np.sum(query * hard, 1, keepdims=True)
+        logits.append(np.where(batch["hard_negative_valid"].numpy()[:, None] > 0, hard_logit,
+                               -np.inf))
+    return -log_softmax(np.concatenate(logits, 1) / temperature)[:, 0].mean()
 
 
 def simclr_first_loss(model, batch, temperature, use_hard=True):
@@ -135,8 +133,8 @@ distribute.split_cpu(2)
 import numpy as np
 import tensorflow as tf
 from relicv2_tf import losses, train
-from relicv2_tf.methods import build_method, swav
-from relicv2_tf.methods.simclr import gather_with_gradient, views_and_hard_negatives
+from relicv2_tf.methods import build_method
+from relicv2_tf import cross_replica
 from tests.test_methods_train import BATCH, fixed_batch, tiny_method_config
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -155,18 +153,16 @@ with strategy.scope():
 train_step = tf.function(lambda data: strategy.run(model.train_step, args=(data,)))
 
 @tf.function
-def first_view_keys(data):
-    def fn(data):
-        images, num_views, _ = views_and_hard_negatives(data)
-        return losses.l2_normalize(tf.split(model.target_projections(images), num_views)[0])
-    return strategy.run(fn, args=(data,))
+def key_view_keys(data):  # the keys of view 2 (q1's positives), under Shuffle-BN
+    return strategy.run(lambda d: model.key_projections(d["large"][:, 1], model.input_seed(1)),
+                        args=(data,))
 
 old = model.queue.numpy()
 for seed in (0, 1):
     batch = {k: v for k, v in fixed_batch(config, seed).items() if k in ("large",)}
     data = per_replica(batch)
     keys = np.concatenate([k.numpy() for k in strategy.experimental_local_results(
-        first_view_keys(data))])
+        key_view_keys(data))])
     train_step(data)
     copies = [v.numpy() for v in model.queue.value.values]
     assert len(copies) == 2
@@ -180,7 +176,7 @@ z = rng.normal(size=(BATCH, 8)); c = rng.normal(size=(5, 8))
 scores = tf.constant((z / np.linalg.norm(z, axis=1, keepdims=True))
                      @ (c / np.linalg.norm(c, axis=1, keepdims=True)).T, tf.float32)
 codes = tf.function(lambda s: strategy.run(
-    lambda x: losses.sinkhorn_knopp(x, all_reduce_sum=swav.all_reduce_sum), args=(s,)))(
+    lambda x: losses.sinkhorn_knopp(x, all_reduce_sum=cross_replica.all_reduce_sum), args=(s,)))(
     per_replica(scores))
 codes = np.concatenate([c.numpy() for c in strategy.experimental_local_results(codes)])
 np.testing.assert_allclose(codes, losses.sinkhorn_knopp(scores).numpy(), rtol=1e-4, atol=1e-7)
@@ -195,8 +191,8 @@ def local_grad(x1, x2):
     ctx = tf.distribute.get_replica_context()
     with tf.GradientTape() as tape:
         z1, z2 = x1 @ w, x2 @ w
-        loss = losses.nt_xent_loss(z1, z2, temperature=0.5, view1_all=gather_with_gradient(z1),
-                                   view2_all=gather_with_gradient(z2),
+        loss = losses.nt_xent_loss(z1, z2, temperature=0.5, view1_all=cross_replica.gather(z1, with_gradient=True),
+                                   view2_all=cross_replica.gather(z2, with_gradient=True),
                                    row_offset=ctx.replica_id_in_sync_group * half,
                                    global_batch_size=BATCH)
     return tape.gradient(loss, w)

@@ -106,6 +106,18 @@ def test_target_ema_schedule_endpoints_and_midpoint():
     assert float(schedules.target_ema_rate(1000, 0.996, 1000)) == pytest.approx(1.0)
     values = [float(schedules.target_ema_rate(s, 0.99, 100)) for s in range(0, 101, 10)]
     assert values == sorted(values)  # monotone increase to 1
+    # k = 250 of 1000: 1 - 0.004 (cos(pi / 4) + 1) / 2 = 0.99658578644 (by hand).
+    assert float(schedules.target_ema_rate(250, 0.996, 1000, "cosine")) == pytest.approx(
+        0.99658578644, abs=1e-9)
+
+
+def test_constant_target_ema_is_the_rate_at_every_step():
+    """ReLICv2's xi_t = tau xi_{t-1} + (1 - tau) theta_t with a fixed tau (appendix G.3)."""
+    for step in (0, 1, 499, 1000, 5000):
+        assert float(schedules.target_ema_rate(step, 0.99, 1000, "constant")) == pytest.approx(
+            0.99, abs=1e-7)
+    with pytest.raises(ValueError, match="not one of"):
+        schedules.target_ema_rate(0, 0.99, 1000, "linear")
 
 
 def test_schedule_drives_optimizer_learning_rate():

@@ -56,7 +56,10 @@ def _train(policy="float32", jit_compile=False, steps_per_execution=1, optimizer
 
 
 def _weights(model):
-    return [np.asarray(v) for v in model.online_variables() + model.target_encoder.weights]
+    """Online variables and the target's EMA parameters (not the target's batch-norm moving
+    statistics: the target always normalises with its batch's statistics and never uses them)."""
+    target = [v for v in model.target_encoder.weights if "moving" not in v.path]
+    return [np.asarray(v) for v in model.online_variables() + target]
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +123,12 @@ def test_mixed_bfloat16_keeps_losses_variables_and_lars_in_float32(reference):
     assert values.size > 1000
     assert np.mean((values.view(np.uint32) & 0xFFFF) != 0) > 0.9
     # Same initial weights and batches: the bfloat16 loss of the first steps is the float32 one
-    # to bfloat16 precision (later steps drift apart, as any two roundings of SGD do).
+    # to bfloat16 precision (later steps drift apart, as any two roundings of SGD do). 3 %: the
+    # EMA target batch-normalises its bfloat16 activations with the batch's statistics (as
+    # BYOL's target does), which amplifies the rounding of small-variance channels; measured
+    # 1.2 % on the first two steps of this tiny model (8 bits of mantissa: 0.4 % per rounding).
     for key in ("loss", "contrastive"):
-        assert bf16_logs[key][0] == pytest.approx(logs[key][0], rel=1e-2)
+        assert bf16_logs[key][0] == pytest.approx(logs[key][0], rel=3e-2)
 
 
 def test_mixed_float16_wraps_lars_in_loss_scaling(reference):
@@ -141,20 +147,25 @@ def test_mixed_float16_wraps_lars_in_loss_scaling(reference):
     assert float(optimizer.scale_loss(tf.constant(2.0))) == pytest.approx(2.0 * scale)
     assert int(model.optimizer.iterations) == STEPS  # finite gradients: no step skipped
     # Unscaled gradients: the float16 run follows the float32 one. The distance to the float32
-    # weights is under the size of the float32 update itself, per variable, and a small fraction
-    # of it overall (biases and batch-norm parameters, not rescaled by LARS' trust ratio, would
-    # be 2**15 times off).
+    # weights is within a few times the float32 update itself, per variable (a batch-norm offset
+    # whose 4-step gradient nearly cancels moves 0.009 vs 0.0065: float16 rounding of a small
+    # sum), and a small fraction of it overall; biases and batch-norm parameters, which LARS'
+    # trust ratio does not rescale, would be 2**15 times off if the loss scale were not removed.
     reference_model, reference_logs = reference
-    np.testing.assert_allclose(logs["loss"], reference_logs["loss"], rtol=1e-2)
+    # The mean loss of steps 1-2 and of steps 3-4: 3 % (measured 0.2 % and 1.2 %; the second
+    # pair is computed after two updates with float16 gradients).
+    np.testing.assert_allclose(logs["loss"], reference_logs["loss"], rtol=3e-2)
     keras.utils.set_random_seed(0)
     initial = _weights(build_method(_config(), total_steps=100))
     distance, update = 0.0, 0.0
     for w0, w32, w16 in zip(initial, _weights(reference_model), _weights(model)):
         assert np.all(np.isfinite(w16))
-        assert np.abs(w16 - w32).max() <= np.abs(w32 - w0).max() + 1e-4
+        assert np.abs(w16 - w32).max() <= 3 * np.abs(w32 - w0).max() + 1e-4
         distance += np.sum((w16 - w32) ** 2)
         update += np.sum((w32 - w0) ** 2)
-    assert np.sqrt(distance / update) < 0.3  # measured 0.13 (float16 rounding)
+    # Measured 0.32 (0.13 before the EMA target normalised with batch statistics, whose
+    # float16 activations now shape every target); a missed unscaling would give ~1e4.
+    assert np.sqrt(distance / update) < 0.5
 
 
 def test_convolutions_are_channels_last():

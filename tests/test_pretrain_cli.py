@@ -40,14 +40,24 @@ def _checkpoint_steps(workdir):
 
 def test_pretrain_end_to_end_writes_everything(tmp_path):
     out = _run([*TINY, f"--workdir={tmp_path}", "--config.training.max_steps=4",
-                "--config.training.checkpoint_every_steps=2", "--config.data.num_examples=200"])
+                "--config.training.checkpoint_every_steps=2", "--config.data.num_examples=200",
+                "--config.evaluation.knn_every_steps=2"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "kNN top-1" in out.stdout and "random-init" in out.stdout
     assert _checkpoint_steps(tmp_path) == [2, 4]
     assert (tmp_path / "encoder" / "encoder.weights.h5").exists()
-    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
+    events = list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
+    assert events
     summary = json.loads((tmp_path / "pretrain_summary.json").read_text())
     assert summary["steps"] == 4
+    # The kNN monitor ran at steps 2 and 4: console, history and TensorBoard.
+    assert "knn_top1:" in out.stdout
+    assert len(summary["history"]["knn_top1"]) == 2
+    assert all(0.0 < v <= 1.0 for v in summary["history"]["knn_top1"])
+    import tensorflow as tf
+    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(
+        str(path)) for value in event.summary.value}
+    assert "epoch_knn_top1" in tags, tags
     knn = json.loads((tmp_path / "knn_eval.json").read_text())
     assert 0.0 <= knn["pretrained_top1"] <= 1.0
 
@@ -94,7 +104,8 @@ def test_bad_input_stops_with_a_clear_message(tmp_path, args, message):
 def test_empty_image_folder_is_refused(tmp_path):
     (tmp_path / "images" / "cat").mkdir(parents=True)
     out = _run([*TINY, f"--workdir={tmp_path / 'run'}", "--config.data.source=image_folder",
-                f"--config.data.data_dir={tmp_path / 'images'}"], timeout=300)
+                f"--config.data.data_dir={tmp_path / 'images'}",
+                "--config.data.mask_apply_prob=0"], timeout=300)
     assert out.returncode != 0
     assert str(tmp_path / "images") in out.stderr + out.stdout
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -25,7 +25,8 @@ def test_pretrain_from_tfds(tmp_path, monkeypatch):
     # mock_data fakes the examples, not the split metadata that counts them.
     monkeypatch.setattr(sources, "num_examples", lambda data_config, split=None: 32)
     config = tiny_config(**{"data.source": "tfds", "data.tfds_name": "mnist",
-                            "data.num_examples": 32, "training.max_steps": 2})
+                            "data.num_examples": 32, "training.max_steps": 2,
+                            "data.mask_apply_prob": 0.0})  # TFDS has no masks
     with tfds.testing.mock_data(num_examples=32):
         summary = _steps_done(tmp_path, config)
     assert summary["steps"] == 2 and np.isfinite(summary["history"]["loss"]).all()
@@ -40,7 +41,7 @@ def test_pretrain_from_image_folder(tmp_path):
                 _png(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)))
     config = tiny_config(**{"data.source": "image_folder",
                             "data.data_dir": str(tmp_path / "images"),
-                            "training.max_steps": 2})
+                            "training.max_steps": 2, "data.mask_apply_prob": 0.0})
     summary = _steps_done(tmp_path / "run", config)
     assert summary["steps"] == 2
 

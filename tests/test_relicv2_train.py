@@ -36,22 +36,46 @@ def test_loss_decreases_on_a_fixed_batch():
     assert logs["contrastive"][0] < np.log(16) - 0.3, (history, logs)
 
 
-def test_target_is_ema_of_online_after_a_step():
+@pytest.mark.parametrize("schedule,base_ema,expected", [
+    # ReLICv2 (appendix G.3, Table 22): a fixed rate; step 2 uses tau = 0.99 again.
+    ("constant", 0.99, [0.99, 0.99]),
+    # BYOL (section 3.2): tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, K = 10 steps:
+    # k = 0 -> 0.996, k = 1 -> 1 - 0.004 (cos(0.1 pi) + 1) / 2 = 0.996097887.
+    ("cosine", 0.996, [0.996, 0.996097887]),
+])
+def test_target_is_ema_of_online_after_each_step(schedule, base_ema, expected):
+    """xi_k = tau_k xi_{k-1} + (1 - tau_k) theta_k, with tau_k computed by hand."""
     tf.keras.utils.set_random_seed(1)
-    config = tiny_config()
+    config = tiny_config(**{"training.target_ema_schedule": schedule,
+                            "training.base_target_ema": base_ema})
     model = _model(config, steps=10)
-    online_before = [np.asarray(v) for v in model.online_encoder.trainable_weights]
-    target_before = [np.asarray(v) for v in model.target_encoder.weights
-                     if "moving" not in v.path]
-    np.testing.assert_allclose(online_before[0], target_before[0])  # target starts as a copy
-    model.fit(tf.data.Dataset.from_tensors(_fixed_batch()), epochs=1, verbose=0)
-    ema = float(model.target_ema())  # schedule value at step 1, used by the update
-    online_after = [np.asarray(v) for v in model.online_encoder.trainable_weights]
-    target_after = [np.asarray(v) for v in model.target_encoder.weights
-                    if "moving" not in v.path]
-    assert not np.allclose(online_after[0], online_before[0])
-    for tb, ta, oa in zip(target_before, target_after, online_after):
-        np.testing.assert_allclose(ta, ema * tb + (1 - ema) * oa, rtol=1e-5, atol=1e-7)
+
+    def params(network):
+        return [np.asarray(v) for v in network.weights if "moving" not in v.path]
+
+    target = params(model.target_encoder)
+    np.testing.assert_allclose(params(model.online_encoder)[0], target[0])  # starts as a copy
+    for tau in expected:
+        model.fit(tf.data.Dataset.from_tensors(_fixed_batch()), epochs=1, verbose=0)
+        online = params(model.online_encoder)
+        target_after = params(model.target_encoder)
+        for tb, ta, oa in zip(target, target_after, online):
+            np.testing.assert_allclose(ta, tau * tb + (1 - tau) * oa, rtol=1e-5, atol=1e-7)
+        target = target_after
+    assert not np.allclose(online[0], target[0])
+
+
+def test_target_network_normalises_with_its_batch_statistics():
+    """The frozen EMA target runs batch norm in training mode, as BYOL's target does: a row's
+    embedding depends on the rest of the batch, and the target's moving statistics move."""
+    model = _model(tiny_config())
+    images = _fixed_batch(batch=8)["large"][:, 0]
+    whole = np.asarray(model.target_projections(images))
+    half = np.asarray(model.target_projections(images[:4]))
+    assert not np.allclose(whole[:4], half, atol=1e-4)
+    moving = [v for v in model.target_encoder.weights if "moving_mean" in v.path][0]
+    assert np.abs(np.asarray(moving)).max() > 0  # updated from 0 by the passes above
+    assert not any(v.trainable for v in model.target_encoder.weights)
 
 
 def test_metrics_are_logged():

@@ -1,0 +1,63 @@
+"""The Imagenette benchmark protocol: every cell is a valid config on the same budget, and the
+runner's table aggregates seeds correctly (experiments/imagenette64.py)."""
+
+import json
+
+import pytest
+
+from experiments import imagenette64 as runner
+from experiments.configs import imagenette64
+from relicv2_tf import config as config_lib
+
+SPECS = [cell for cell, _ in runner.CELLS if cell != "supervised"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_cell_is_a_valid_config_on_the_shared_budget(spec):
+    config = imagenette64.get_config(spec)
+    config_lib.validate(config)
+    for key, value in imagenette64.SHARED.items():
+        section, name = key.split(".")
+        assert config[section][name] == value, (spec, key)
+    method = spec.split(",")[0]
+    assert config.method == method and config.data.augmentation == method  # its own table
+    assert bool(config.data.mask_dir) == runner.uses_masks(spec)
+    assert (config.data.mask_apply_prob > 0) == (spec == "relicv2")
+
+
+def test_supervised_cell_has_the_same_budget():
+    config = imagenette64.get_config("supervised")
+    assert config.supervised.num_epochs == imagenette64.EPOCHS
+    assert config.supervised.batch_size == imagenette64.BATCH_SIZE
+    assert config.supervised.image_size == imagenette64.SHARED["data.image_size"]
+    assert config.model.width_multiplier == imagenette64.SHARED["model.width_multiplier"]
+
+
+def test_bad_specs_are_refused():
+    with pytest.raises(ValueError, match="not one of"):
+        imagenette64.get_config("dino")
+    with pytest.raises(ValueError, match="nomask"):
+        imagenette64.get_config("byol,nomask")
+    with pytest.raises(ValueError, match="bg_rm or bg_random"):
+        imagenette64.get_config("byol,bg_swaps")
+
+
+def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "ROOT", str(tmp_path))
+    for seed, (knn, linear) in enumerate([(0.40, 0.50), (0.44, 0.54)]):
+        directory = tmp_path / "byol" / f"seed{seed}"
+        for name, payload in [
+                ("knn_eval.json", {"pretrained_top1": knn}),
+                ("linear/linear_eval.json", {"metrics": {"top1": linear}}),
+                ("backgrounds/backgrounds.json", {"metrics": {
+                    "original": 0.5, "only_fg": 0.4, "mixed_same": 0.45, "mixed_rand": 0.35,
+                    "bg_gap": 0.10}}),
+                ("wall_seconds.json", {"train": 600.0 * (seed + 1)})]:
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_text(json.dumps(payload))
+    rows = {row.split("|")[1].strip(): row for row in runner.table_rows()}
+    cells = [c.strip() for c in rows["byol"].split("|")[1:-1]]
+    assert cells[1] == "2 / 3"
+    assert cells[2] == "42.0 ± 2.8" and cells[3] == "52.0 ± 2.8"  # sample std of 40, 44
+    assert cells[8] == "10.0 ± 0.0" and cells[9] == "15 ± 7"  # minutes: 10 and 20
+    assert "0 / 3" in rows["relicv2"]
