@@ -17,6 +17,7 @@ ENTRY_POINTS = {
     "relicv2-export": "relicv2_tf.cli.export:main",
     "relicv2-client": "relicv2_tf.cli.serving_client:main",
     "relicv2-import": "relicv2_tf.cli.import_checkpoint:main",
+    "relicv2-eval": "relicv2_tf.cli.eval:run",  # relicv2-eval <protocol>; the next six alias it
     "relicv2-linear-eval": "relicv2_tf.cli.linear_eval:run",
     "relicv2-finetune": "relicv2_tf.cli.finetune:run",
     "relicv2-transfer": "relicv2_tf.cli.transfer:run",

@@ -47,6 +47,7 @@ def data_config(data_dir, num_images):
     config.shuffle_buffer = 256
     config.image_size, config.small_image_size = 224, 96
     config.num_large_views, config.num_small_views = 4, 2
+    config.mask_apply_prob = 0.0  # Imagenette has no masks (the pipeline refuses mask features)
     return config
 
 

@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from relicv2_tf.evaluation import linear  # noqa: E402
+from relicv2_tf.evaluation import batches, engine, features, linear, linear_head  # noqa: E402
 from relicv2_tf.models import resnet  # noqa: E402
 
 
@@ -50,22 +50,23 @@ def main():
     images = rng.integers(0, 256, (args.num_images, source_size, source_size, 3), np.uint8)
     labels = rng.integers(0, args.num_classes, args.num_images).astype(np.int32)
     examples = tf.data.Dataset.from_tensor_slices((images, labels))
-    batches = linear.eval_batches(examples, args.batch_size, args.image_size, source_size)
+    test_batches = batches.eval_batches(examples, args.batch_size, args.image_size, source_size)
 
-    linear.extract_features(encoder, batches.take(1), progress=False)  # warm-up / trace
+    features.extract_features(encoder, test_batches.take(1), progress=False)  # warm-up / trace
     start = time.perf_counter()
-    linear.extract_features(encoder, batches, progress=False)
+    features.extract_features(encoder, test_batches, progress=False)
     extraction_seconds = time.perf_counter() - start
 
-    features = rng.normal(size=(args.probe_batch_size, args.probe_feature_dim)).astype(np.float32)
+    probe_features = rng.normal(size=(args.probe_batch_size, args.probe_feature_dim)).astype(
+        np.float32)
     probe_labels = rng.integers(0, args.probe_num_classes, args.probe_batch_size).astype(np.int32)
-    head = linear.make_linear_head(args.probe_feature_dim, args.probe_num_classes, 0)
-    optimizer = linear.sgd(0.1)
-    step = linear.classifier_step(head, optimizer)
-    step(features, probe_labels)  # trace
+    head = linear_head.make_linear_head(args.probe_feature_dim, args.probe_num_classes, 0)
+    optimizer = engine.sgd(0.1)
+    step = engine.classifier_step(head, optimizer)
+    step(probe_features, probe_labels)  # trace
     start = time.perf_counter()
     for _ in range(args.probe_steps):
-        loss = step(features, probe_labels)
+        loss, _ = step(probe_features, probe_labels)
     float(loss)
     probe_seconds = time.perf_counter() - start
 
