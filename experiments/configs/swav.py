@@ -21,7 +21,7 @@ def get_config():
         "temperature": 0.1, "epsilon": 0.05, "sinkhorn_iterations": 3, "num_prototypes": 3000,
         "code_views": (0, 1),  # codes of the two large crops
         "queue_size": 0,  # 3840 for batch 256
-        "queue_start_epochs": 15, "freeze_prototypes_epochs": 1})
+        "queue_start_epochs": 15.0, "freeze_prototypes_epochs": 1.0})  # floats: fractions allowed
     config.optimizer.base_learning_rate = 0.3
     config.optimizer.weight_decay = 1e-6
     config.optimizer.exclude_from_weight_decay = ()  # main_swav.py: SGD(model.parameters(), wd)
