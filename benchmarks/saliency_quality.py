@@ -129,13 +129,15 @@ def evaluate_folder(root, args):
 
 
 def criterion(folders):
-    """{prior: {folder: [metrics where it does not beat the centre baseline]}} (empty = pass)."""
+    """{method: {folder: [metrics where it does not beat the centre baseline]}} (empty = pass),
+    for every prior, their fusion and the network when one was scored."""
     from relicv2_tf.saliency import handcrafted
 
     failures = {}
     for folder, result in folders.items():
         centre = result["methods"]["centre"]
-        for name in handcrafted.PRIOR_NAMES + ("fused",):
+        network = ("network",) if "network" in result["methods"] else ()
+        for name in handcrafted.PRIOR_NAMES + ("fused",) + network:
             lost = [m for m in CRITERION_METRICS
                     if not better(m, result["methods"][name][m], centre[m])]
             if lost:

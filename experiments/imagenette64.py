@@ -13,16 +13,25 @@ continues from its last checkpoint when this command runs again):
   4. per run: weighted kNN (k=20, T=0.07, all train images as the bank, val as queries; written
      by relicv2-pretrain), linear probe (experiments/configs/linear_eval_imagenette.py) and
      background robustness on val (experiments/configs/backgrounds_imagenette64.py).
-Everything lives under runs/imagenette64/ (not committed); wall times are summed over resumes.
+Runs live under runs/imagenette64/ (not committed); wall times are summed over resumes. A finished
+run leaves a small record in docs/results/imagenette64/<cell>_seed<k>.json (its metrics, kNN
+curve, wall times, commit, CPU and mask set), which is committed: the table is built from the
+records, and a later session (a fresh clone has no runs/) runs only the cells without one. The
+masks are remade by the session that needs them (saliency.json in the same folder records each
+mask set's id and quality); every record names the mask set it used.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
+import hashlib
 import json
 import math
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +45,8 @@ ROOT = os.path.join(REPO, "runs", "imagenette64")
 SALIENCY_DIR = os.path.join(ROOT, "saliency")
 RESULTS_MD = os.path.join(REPO, "docs", "results", "imagenette64.md")
 FIGURE = os.path.join(REPO, "docs", "figures", "imagenette64_knn.png")
+MASK_FIGURE = os.path.join(REPO, "docs", "figures", "imagenette64_masks.png")
+RECORDS_DIR = os.path.join(REPO, "docs", "results", "imagenette64")
 CONFIG = "experiments/configs/imagenette64.py"
 
 # (cell, seeds): the two headline comparisons get 3 seeds.
@@ -179,8 +190,68 @@ def saliency():
     counts = {split: generate.export_mask_folder(
         os.path.join(SALIENCY_DIR, "masks", f"{split}-*.tfrecord"), imagenette64.MASK_DIR)
         for split in ("train", "val")}
-    with open(os.path.join(imagenette64.MASK_DIR, "done.json"), "w") as f:
-        json.dump(counts, f)
+    dev_quality = os.path.join(SALIENCY_DIR, "dev_quality.json")
+    if not os.path.exists(dev_quality):  # the refined network on the ground-truth dev set
+        _log("saliency: dev-set quality")
+        started = time.time()
+        with open(dev_quality + ".tmp", "w") as out:
+            code = subprocess.call(
+                [sys.executable, os.path.join(REPO, "benchmarks", "saliency_quality.py"),
+                 "--image_size=160", "--network_dir",
+                 os.path.join(SALIENCY_DIR, "saliency_network")],
+                cwd=REPO, stdout=out, stderr=subprocess.DEVNULL,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if code:
+            raise RuntimeError("benchmarks/saliency_quality.py failed on the saliency network")
+        os.replace(dev_quality + ".tmp", dev_quality)
+        _add_seconds(SALIENCY_DIR, "dev_quality", time.time() - started)
+    figure = os.path.join(SALIENCY_DIR, "saliency_samples.png")
+    if os.path.exists(figure):
+        os.makedirs(os.path.dirname(MASK_FIGURE), exist_ok=True)
+        shutil.copyfile(figure, MASK_FIGURE)
+    mask_id = _mask_set_id(imagenette64.MASK_DIR)
+    quality = _json(dev_quality)
+    sets = (_json(os.path.join(RECORDS_DIR, "saliency.json")) or {}).get("mask_sets", {})
+    sets[mask_id] = {
+        "counts": counts, **_provenance(),
+        "stage_seconds": _json(os.path.join(SALIENCY_DIR, "wall_seconds.json")),
+        "label_free_check": _json(os.path.join(SALIENCY_DIR, "evaluate.json")),
+        "dev_set": {folder: {"methods": r["methods"], "wins_over_centre": r["wins_over_centre"]}
+                    for folder, r in quality["folders"].items()},
+        "dev_set_criterion_failures": quality["criterion_failures"]}
+    _write_json(os.path.join(RECORDS_DIR, "saliency.json"), {"mask_sets": sets})
+    _write_json(os.path.join(imagenette64.MASK_DIR, "done.json"), {"id": mask_id, **counts})
+
+
+def _mask_set_id(mask_dir: str) -> str:
+    """A short hash of every mask file (relative path and bytes): names the mask set a run
+    used, since a later session remakes the masks (on another CPU, not bit-identical)."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(mask_dir, "*", "*.png"))):
+        digest.update(os.path.relpath(path, mask_dir).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+def _write_json(path: str, payload):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _provenance() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"commit": commit, "cpu": cpu, "date": datetime.date.today().isoformat()}
 
 
 def uses_masks(cell: str) -> bool:
@@ -211,16 +282,22 @@ def run_all(deadline: float, workers: int = 2):
     def job(cell, seed):
         if time.time() > deadline:
             return
+        recorded = os.path.exists(record_path(cell, seed))
+        if recorded and not ((cell, seed) == BOOTSTRAP and not masks_ready.is_set()):
+            return  # done in an earlier session
         if uses_masks(cell):
             masks_ready.wait()
         _log(f"{cell} seed {seed}: train")
-        train(cell, seed)
+        train(cell, seed)  # the bootstrap retrains when this session has no masks yet
         if (cell, seed) == BOOTSTRAP and not masks_ready.is_set():
             saliency()
             masks_ready.set()
+        if recorded:
+            return
         masks_ready.wait()
         _log(f"{cell} seed {seed}: evaluate")
         evaluate(cell, seed)
+        finish_record(cell, seed)
         _log(f"{cell} seed {seed}: done")
         with table_lock:
             write_table()
@@ -241,7 +318,30 @@ def _json(path):
     return json.load(open(path)) if os.path.exists(path) else None
 
 
+def record_path(cell: str, seed: int) -> str:
+    return os.path.join(RECORDS_DIR, f"{cell.replace(',', '_')}_seed{seed}.json")
+
+
 def cell_results(cell: str, seed: int) -> dict | None:
+    """The committed record of a finished run (None before)."""
+    return _json(record_path(cell, seed))
+
+
+def finish_record(cell: str, seed: int) -> dict | None:
+    """Writes the record of a run whose training and evaluations are all done."""
+    results = run_results(cell, seed)
+    if results is None:
+        return None
+    done = _json(os.path.join(imagenette64.MASK_DIR, "done.json")) or {}
+    results.update(cell=cell, seed=seed, masks=done.get("id"),
+                   wall_seconds=_json(os.path.join(run_dir(cell, seed), "wall_seconds.json")),
+                   knn_curve=knn_curve(cell, seed), **_provenance())
+    _write_json(record_path(cell, seed), results)
+    return results
+
+
+def run_results(cell: str, seed: int) -> dict | None:
+    """The metrics of a run from its directory under runs/ (None until all are written)."""
     directory = run_dir(cell, seed)
     knn = _json(os.path.join(directory, "knn", "knn.json") if cell == "supervised"
                 else os.path.join(directory, "knn_eval.json"))
@@ -286,26 +386,33 @@ def table_rows() -> list:
     return rows
 
 
-def knn_curves() -> dict:
-    """cell -> [(epoch, kNN top-1)] of seed 0, from its TensorBoard events (all resumes)."""
+def knn_curve(cell: str, seed: int) -> list:
+    """[(epoch, kNN top-1)] of a run, from its TensorBoard events (all resumes)."""
     import numpy as np
     from tensorboard.backend.event_processing import event_accumulator
 
+    points = {}
+    pattern = os.path.join(run_dir(cell, seed), "tensorboard", "train", "events*")
+    for path in glob.glob(pattern):
+        events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        events.Reload()
+        if "epoch_knn_top1" not in events.Tags()["tensors"]:
+            continue
+        for event in events.Tensors("epoch_knn_top1"):
+            value = float(np.asarray(event.tensor_proto.float_val or [np.nan])[0])
+            if math.isfinite(value):
+                interval = imagenette64.SHARED["training.checkpoint_every_steps"]
+                points[(event.step + 1) * interval / imagenette64.STEPS_PER_EPOCH] = value
+    return sorted(points.items())
+
+
+def knn_curves() -> dict:
+    """cell -> [(epoch, kNN top-1)] of seed 0, from the records."""
     curves = {}
     for cell, _ in CELLS:
-        points = {}
-        for path in glob.glob(os.path.join(run_dir(cell, 0), "tensorboard", "train", "events*")):
-            events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-            events.Reload()
-            if "epoch_knn_top1" not in events.Tags()["tensors"]:
-                continue
-            for event in events.Tensors("epoch_knn_top1"):
-                value = float(np.asarray(event.tensor_proto.float_val or [np.nan])[0])
-                if math.isfinite(value):
-                    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
-                    points[(event.step + 1) * interval / imagenette64.STEPS_PER_EPOCH] = value
-        if points:
-            curves[cell] = sorted(points.items())
+        record = cell_results(cell, 0)
+        if record and record.get("knn_curve"):
+            curves[cell] = [tuple(point) for point in record["knn_curve"]]
     return curves
 
 
@@ -337,7 +444,15 @@ def write_table():
     header = ("| cell | seeds done | kNN top-1 | linear top-1 | Original | Only-FG | Mixed-Same "
               "| Mixed-Rand | BG-Gap | train min |\n|---|---|---|---|---|---|---|---|---|---|")
     marker = "<!-- table: generated by experiments/imagenette64.py -->"
-    table = f"{marker}\n{header}\n" + "\n".join(rows) + f"\n{marker}"
+    used = {}
+    for cell, seeds in CELLS:
+        for seed in range(seeds):
+            record = cell_results(cell, seed)
+            if record:
+                used.setdefault(record.get("masks") or "none", []).append(f"{cell} s{seed}")
+    sets = "\n".join(f"* mask set `{mask}` (docs/results/imagenette64/saliency.json): "
+                     + ", ".join(runs) for mask, runs in used.items())
+    table = f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{sets}\n{marker}"
     if os.path.exists(RESULTS_MD):
         text = open(RESULTS_MD).read()
         if text.count(marker) == 2:

@@ -44,6 +44,7 @@ def test_bad_specs_are_refused():
 
 def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "ROOT", str(tmp_path))
+    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
     for seed, (knn, linear) in enumerate([(0.40, 0.50), (0.44, 0.54)]):
         directory = tmp_path / "byol" / f"seed{seed}"
         for name, payload in [
@@ -55,9 +56,41 @@ def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
                 ("wall_seconds.json", {"train": 600.0 * (seed + 1)})]:
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             (directory / name).write_text(json.dumps(payload))
+        assert runner.cell_results("byol", seed) is None  # no record yet
+        record = runner.finish_record("byol", seed)
+        assert record["knn"] == knn and record["seed"] == seed and record["knn_curve"] == []
+        assert runner.cell_results("byol", seed) == json.loads(json.dumps(record))
+    assert runner.finish_record("relicv2", 0) is None  # nothing written: no record
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == [
+        "byol_seed0.json", "byol_seed1.json"]
     rows = {row.split("|")[1].strip(): row for row in runner.table_rows()}
     cells = [c.strip() for c in rows["byol"].split("|")[1:-1]]
     assert cells[1] == "2 / 3"
     assert cells[2] == "42.0 ± 2.8" and cells[3] == "52.0 ± 2.8"  # sample std of 40, 44
     assert cells[8] == "10.0 ± 0.0" and cells[9] == "15 ± 7"  # minutes: 10 and 20
     assert "0 / 3" in rows["relicv2"]
+
+
+def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_path, monkeypatch):
+    """A fresh session (no runs/, records committed) trains only what has no record; without
+    masks, the bootstrap trains again (its encoder feeds the saliency network) but is not
+    re-evaluated."""
+    calls = []
+    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
+    monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
+    for name in ("train", "evaluate", "finish_record"):
+        monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
+    monkeypatch.setattr(runner, "saliency", lambda: calls.append(("saliency",)))
+    monkeypatch.setattr(runner, "write_table", lambda: None)
+    monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("moco_v2", 1), ("relicv2", 1)])
+    (tmp_path / "records").mkdir()
+    for done in ("byol_seed0.json", "moco_v2_seed0.json"):
+        (tmp_path / "records" / done).write_text("{}")
+    runner.run_all(deadline=float("inf"), workers=1)
+    assert calls == [("train", "byol", 0), ("saliency",), ("train", "relicv2", 0),
+                     ("evaluate", "relicv2", 0), ("finish_record", "relicv2", 0)]
+    calls.clear()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "done.json").write_text("{}")  # masks of this session exist
+    runner.run_all(deadline=float("inf"), workers=1)
+    assert ("train", "byol", 0) not in calls and ("saliency",) not in calls
