@@ -3,11 +3,11 @@ tests/test_performance.py (tiny ReLICv2, seed 0, 4 steps) and report whether any
 LARS momentum turned non-finite, and how far the losses of identical runs spread.
 
   python benchmarks/bf16_stability.py --runs 20
-  python benchmarks/bf16_stability.py --runs 20 --onednn on    # force oneDNN even on AMX CPUs
+  python benchmarks/bf16_stability.py --runs 20 --onednn on    # force oneDNN on bfloat16 CPUs
 
 `--onednn auto` (default) is what the tests and `relicv2-pretrain` do: TF_ENABLE_ONEDNN_OPTS=0 on
-CPUs with AMX-BF16 (relicv2_tf.distribute.avoid_onednn_amx_bfloat16), oneDNN elsewhere. Prints
-one JSON object.
+CPUs with AMX-BF16 or AVX512-BF16 (relicv2_tf.distribute.avoid_onednn_bfloat16), oneDNN
+elsewhere. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if args.onednn == "auto":
-        distribute.avoid_onednn_amx_bfloat16(env)
+        distribute.avoid_onednn_bfloat16(env)
     else:
         env["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     flags = distribute.cpu_flags()

@@ -93,20 +93,27 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def avoid_onednn_amx_bfloat16(environ=os.environ, flags=None) -> bool:
-    """Runs bfloat16 on CPUs with AMX-BF16 through Eigen instead of oneDNN; call before
-    TensorFlow is imported. Returns whether it did.
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # CPUs where oneDNN runs bfloat16 kernels
 
-    On a Xeon with AMX-BF16 / AVX512-BF16, mixed_bfloat16 training with TensorFlow's oneDNN
-    kernels turned NaN in 3 of 6 runs of tests/test_performance.py (a gradient ~1e19 reached
-    LARS) and was not deterministic; with TF_ENABLE_ONEDNN_OPTS=0 it passed 6 of 6 (measured on
-    such a machine, see docs/SCALING.md). This matches oneDNN's report of AMX bf16 brgemm
-    kernels leaking garbage into outputs when the reduction dimension is not a multiple of 32
-    (uxlfoundation/oneDNN#5717). The variable is only set when the user has not set it, and
-    only on CPUs that report `amx_bf16`; other CPUs keep oneDNN.
+
+def avoid_onednn_bfloat16(environ=os.environ, flags=None) -> bool:
+    """Runs bfloat16 through Eigen instead of oneDNN on CPUs with bfloat16 units (AMX-BF16 or
+    AVX512-BF16); call before TensorFlow is imported. Returns whether it did.
+
+    With oneDNN's bfloat16 kernels, mixed_bfloat16 training of tests/test_performance.py
+    - on a Xeon with AMX-BF16: turned NaN in 3 of 6 runs (a gradient ~1e19 reached LARS) and
+      was not deterministic; with TF_ENABLE_ONEDNN_OPTS=0, 6 of 6 passed (reported on such a
+      machine; oneDNN describes AMX bf16 brgemm kernels leaking garbage into outputs when the
+      reduction dimension is not a multiple of 32, uxlfoundation/oneDNN#5717);
+    - on an AMD EPYC with AVX512-BF16 and no AMX: 20 of 20 finite, but the first loss of 20
+      identical runs spread over 3.4693-3.4733 (not deterministic, so no bit-identical resume);
+      with TF_ENABLE_ONEDNN_OPTS=0, 20 identical losses (benchmarks/bf16_stability.py).
+    The variable is set only where the user has not set it (their value wins), and only on
+    CPUs that report one of BFLOAT16_CPU_FLAGS; other CPUs keep oneDNN (float32 kernels there
+    are deterministic). See docs/SCALING.md, "bfloat16 on CPUs".
     """
     flags = cpu_flags() if flags is None else flags
-    if "amx_bf16" not in flags or "TF_ENABLE_ONEDNN_OPTS" in environ:
+    if not flags & set(BFLOAT16_CPU_FLAGS) or "TF_ENABLE_ONEDNN_OPTS" in environ:
         return False
     environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     return True

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # (oneDNN's AMX bfloat16 kernels turned them NaN; relicv2_tf/distribute.py says why).
 from relicv2_tf import distribute  # noqa: E402  (does not import TensorFlow)
 
-distribute.avoid_onednn_amx_bfloat16()
+distribute.avoid_onednn_bfloat16()
 
 import pytest  # noqa: E402
 

@@ -34,15 +34,16 @@ def test_cpu_split_after_start_explains_itself():
         distribute.split_cpu(3)
 
 
-def test_bfloat16_avoids_onednn_only_on_amx_cpus_and_only_if_unset():
-    env = {}
-    assert distribute.avoid_onednn_amx_bfloat16(env, flags={"avx2", "amx_bf16", "amx_tile"})
-    assert env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+def test_bfloat16_avoids_onednn_only_on_bfloat16_cpus_and_only_if_unset():
+    for bf16_flags in ({"avx2", "amx_bf16", "amx_tile"}, {"avx2", "avx512f", "avx512_bf16"}):
+        env = {}
+        assert distribute.avoid_onednn_bfloat16(env, flags=bf16_flags)
+        assert env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
     env = {"TF_ENABLE_ONEDNN_OPTS": "1"}  # the user's choice wins
-    assert not distribute.avoid_onednn_amx_bfloat16(env, flags={"amx_bf16"})
+    assert not distribute.avoid_onednn_bfloat16(env, flags={"amx_bf16"})
     assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
     env = {}
-    assert not distribute.avoid_onednn_amx_bfloat16(env, flags={"avx2", "avx512_bf16"})
+    assert not distribute.avoid_onednn_bfloat16(env, flags={"avx2", "avx512f", "avx512_vnni"})
     assert env == {}
 
 

@@ -38,9 +38,9 @@ def main(argv):
     config = _CONFIG.value
     if config.training.mixed_precision == "mixed_bfloat16":
         from relicv2_tf import distribute
-        if distribute.avoid_onednn_amx_bfloat16():  # before TensorFlow starts
-            print("relicv2-pretrain: AMX-BF16 CPU: TF_ENABLE_ONEDNN_OPTS=0 for bfloat16 "
-                  "(docs/SCALING.md, 'bfloat16 on CPUs with AMX').")
+        if distribute.avoid_onednn_bfloat16():  # before TensorFlow starts
+            print("relicv2-pretrain: CPU with bfloat16 units: TF_ENABLE_ONEDNN_OPTS=0 for "
+                  "bfloat16 (docs/SCALING.md, 'bfloat16 on CPUs').")
     # Imports after flag parsing so that --help and flag errors are instant.
     from relicv2_tf import config as config_lib
     from relicv2_tf import distribute, train
