@@ -32,7 +32,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from relicv2_tf import config as config_lib  # noqa: E402
-from relicv2_tf.data import augment, normalize, sources, views  # noqa: E402
+from relicv2_tf.data import augment, augment_tables, normalize, sources, views  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
@@ -85,9 +85,9 @@ def keras_view_model(size, params, seed):
 
 def keras_pipeline(config, batch_size):
     source = sources.make_source(config, seed=0)
-    large = [keras_view_model(224, augment.view_augmentation(i, "large"), 10 * i)
+    large = [keras_view_model(224, augment_tables.view_augmentation(i, "large"), 10 * i)
              for i in range(4)]
-    small = [keras_view_model(96, augment.view_augmentation(j, "small"), 100 + 10 * j)
+    small = [keras_view_model(96, augment_tables.view_augmentation(j, "small"), 100 + 10 * j)
              for j in range(2)]
 
     def make(batch):
@@ -137,7 +137,7 @@ def per_op_costs(data_dir, num_images=32, repeats=3):
     box = tf.constant([10, 10, 150, 150])
     views_224 = [augment.crop_and_resize(x, box, 224) for x in images]
     seed = tf.constant([1, 2], tf.int64)
-    even = augment.view_augmentation(1, "large")
+    even = augment_tables.view_augmentation(1, "large")
     ops = {
         "empty call": (lambda v: v, views_224),
         "decode JPEG (source image)": (lambda e: tf.io.decode_jpeg(e, channels=3), encoded),

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from relicv2_tf import config as config_lib  # noqa: E402
-from relicv2_tf.data import normalize, sources, views  # noqa: E402
+from relicv2_tf.data import normalize, readers, views  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
@@ -40,7 +40,7 @@ def stand_in_mask(height, width):
 
 
 def load_example(path, label):
-    image = sources.decode_image(tf.io.read_file(str(path)))
+    image = readers.decode_image(tf.io.read_file(str(path)))
     mask = stand_in_mask(int(image.shape[0]), int(image.shape[1]))
     return {"image": image, "mask": tf.constant(mask), "label": tf.constant(label),
             "id": tf.constant(path.stem)}

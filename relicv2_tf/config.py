@@ -39,8 +39,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.bg_swaps_prob = 0.0  # BG_Swaps (contrastive methods only: moco_v2, simclr)
     # BG_RM's background level; assumed 0.5: Ryali et al.'s value is not in the text we have.
     data.bg_rm_grey_level = 0.5
-    # Augmentation table (relicv2_tf/data/augment.py AUGMENTATION_TABLES): relicv2 (Table 16) |
-    # byol | simclr | moco_v2 | swav, each paper's own recipe; each method's config selects its own.
+    # Augmentation table (relicv2_tf/data/augment_tables.py AUGMENTATION_TABLES): relicv2
+    # (Table 16) | byol | simclr | moco_v2 | swav, each paper's own recipe; each method's config
+    # selects its own.
     data.augmentation = "relicv2"
     data.shuffle_buffer = 10_000
     data.cache = False  # cache decoded images in memory (small datasets only)
@@ -124,15 +125,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     return config
 
 
-SOURCES = ("digits", "synthetic", "image_folder", "tfds", "tfrecord")
-
-
 def validate(config) -> None:
     """Checks a config once, at the boundary, with messages that name the field and the fix."""
     import glob
     import os
     import re
 
+    from relicv2_tf.data import sources
     from relicv2_tf.methods import METHODS
     from relicv2_tf.models import resnet
 
@@ -142,8 +141,8 @@ def validate(config) -> None:
     if config.method not in METHODS:
         fail(f"method={config.method!r}; choose one of {sorted(METHODS)} (--config.method=...).")
     d = config.data
-    if d.source not in SOURCES:
-        fail(f"data.source={d.source!r}; choose one of {SOURCES}.")
+    if d.source not in sources.SOURCES:
+        fail(f"data.source={d.source!r}; choose one of {tuple(sources.SOURCES)}.")
     if d.source == "image_folder" and not os.path.isdir(d.data_dir):
         fail(f"data.data_dir={d.data_dir!r} is not a directory; point it at an ImageFolder root "
              "(class sub-folders of images), e.g. --config.data.data_dir=/data/imagenette.")
@@ -214,12 +213,12 @@ def validate(config) -> None:
         if s.queue_size and s.queue_size < t.batch_size:
             fail(f"loss.queue_size={s.queue_size} must be 0 (no queue) or >= "
                  f"training.batch_size={t.batch_size}.")
-    from relicv2_tf.data import augment as augment_lib
+    from relicv2_tf.data import augment_tables
     from relicv2_tf.data import background as background_lib
-    if d.augmentation not in augment_lib.AUGMENTATION_TABLES:
+    if d.augmentation not in augment_tables.AUGMENTATION_TABLES:
         fail(f"data.augmentation={d.augmentation!r}; choose one of "
-             f"{sorted(augment_lib.AUGMENTATION_TABLES)} (--config.data.augmentation=...).")
-    if d.num_small_views > 0 and not augment_lib.table_has_size(d.augmentation, "small"):
+             f"{sorted(augment_tables.AUGMENTATION_TABLES)} (--config.data.augmentation=...).")
+    if d.num_small_views > 0 and not augment_tables.table_has_size(d.augmentation, "small"):
         fail(f"data.num_small_views={d.num_small_views} but data.augmentation={d.augmentation!r} "
              "has no small crops: set --config.data.num_small_views=0 or use a table with small "
              "crops (relicv2, swav).")
@@ -231,7 +230,7 @@ def validate(config) -> None:
              "--config.data.bg_swaps_prob=0 (BG_RM / BG_Random: data.bg_rm_prob / "
              "data.bg_random_prob work with every method), or use method moco_v2 or simclr.")
     needs_masks = [n for n in MASK_FEATURES if d[n] > 0]
-    if needs_masks and source_has_masks(d) is False:
+    if needs_masks and sources.source_has_masks(d) is False:
         fail(f"{', '.join(f'data.{n}={d[n]}' for n in needs_masks)}: uses a foreground mask per "
              f"image, which data.source={d.source!r} does not provide. Either give masks: "
              "run `relicv2-saliency` (stages priors, refine, generate) and train on its shards "
@@ -242,20 +241,6 @@ def validate(config) -> None:
 
 # What each mask-based feature of the data config turns on (views.py needs masks for them).
 MASK_FEATURES = ("mask_apply_prob", "bg_rm_prob", "bg_random_prob", "bg_swaps_prob")
-
-
-def source_has_masks(data_config):
-    """Whether `data_config`'s source gives a mask per image: True / False, or None when only
-    reading the data tells (TFRecord shards: `views.pretrain_dataset` checks their first
-    record and refuses mask features on shards without masks)."""
-    source = data_config.source
-    if source in ("digits", "synthetic"):
-        return True  # the digits' ink, the synthetic shapes
-    if source == "image_folder":
-        return bool(data_config.mask_dir)
-    if source == "tfrecord":
-        return None
-    return False  # tfds: images and labels only
 
 
 def _validate_knn_monitor(config, fail):

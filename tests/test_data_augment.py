@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from relicv2_tf.data import augment
+from relicv2_tf import config as config_lib
+from relicv2_tf.data import augment, augment_tables, normalize
+from relicv2_tf.data import views as views_lib
 
 NUM_SAMPLES = 400
 
@@ -28,21 +30,31 @@ def binomial_ok(hits, n, p, sigmas=4.5):
     return abs(hits / n - p) <= sigmas * math.sqrt(p * (1 - p) / n) + 1e-9
 
 
+def pretraining_view(image, seed, size, params, mask=None):
+    """One large view the way pretraining makes it (`views.make_views`: `crop_flip` then
+    `finish_view`, default data config); with `mask`, also the view's mask."""
+    mask = None if mask is None else normalize.to_unit_float(tf.convert_to_tensor(mask))
+    crop = views_lib.crop_flip(image, mask, None, None, seed, size, params)
+    view = views_lib.finish_view(crop, params, config_lib.get_default_config().data, saliency=True)
+    return view if mask is None else (view, crop.mask)
+
+
 def test_table_16_parities_and_sizes():
     # 1st and 3rd large views and the 1st small view are "odd" (appendix F.1).
-    assert augment.view_parity(0) == augment.view_parity(2) == "odd"
-    assert augment.view_parity(1) == augment.view_parity(3) == "even"
-    odd_large, even_large = augment.view_augmentation(0, "large"), augment.view_augmentation(1, "large")
+    assert augment_tables.view_parity(0) == augment_tables.view_parity(2) == "odd"
+    assert augment_tables.view_parity(1) == augment_tables.view_parity(3) == "even"
+    odd_large = augment_tables.view_augmentation(0, "large")
+    even_large = augment_tables.view_augmentation(1, "large")
     assert (odd_large.blur_prob, odd_large.solarize_prob) == (0.1, 0.2)
     assert (even_large.blur_prob, even_large.solarize_prob) == (1.0, 0.0)
     assert odd_large.crop_area_range == (0.14, 1.0)
     assert even_large.crop_area_range == (0.08, 1.0)
     for index in (0, 1):
-        small = augment.view_augmentation(index, "small")
+        small = augment_tables.view_augmentation(index, "small")
         assert small.crop_area_range == (0.05, 0.14)
-    assert augment.view_augmentation(0, "small").solarize_prob == 0.2
-    assert augment.view_augmentation(1, "small").blur_prob == 1.0
-    for params in augment.TABLE_16.values():
+    assert augment_tables.view_augmentation(0, "small").solarize_prob == 0.2
+    assert augment_tables.view_augmentation(1, "small").blur_prob == 1.0
+    for params in augment_tables.TABLE_16.values():
         assert (params.brightness, params.contrast, params.saturation, params.hue) == (
             0.4, 0.4, 0.2, 0.1)
         assert (params.color_jitter_prob, params.grayscale_prob, params.flip_prob) == (
@@ -79,7 +91,7 @@ def test_crop_box_falls_back_to_whole_image_for_extreme_aspect():
 
 
 @pytest.mark.parametrize("size", [16, 32, 224])
-def test_random_resized_crop_keeps_mask_aligned_through_flip(size):
+def test_pretraining_crop_flip_keeps_mask_aligned(size):
     rng = np.random.RandomState(0)
     mask = np.zeros([64, 80, 1], np.uint8)
     mask[10:40, 20:50] = 255
@@ -87,11 +99,13 @@ def test_random_resized_crop_keeps_mask_aligned_through_flip(size):
     image = np.repeat(mask, 3, axis=-1).astype(np.float32) / 255.0
     image[..., 1] = rng.rand(64, 80)  # an unrelated channel
 
-    def crop(seed):
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        view, view_mask = augment.random_resized_crop(image, crop_seed, size, (0.2, 1.0),
-                                                      mask=mask, mask_method="bilinear")
-        return augment.random_flip(view, flip_seed, mask=view_mask)
+    params = augment_tables.ViewAugmentation(crop_area_range=(0.2, 1.0), blur_prob=0.0,
+                                             solarize_prob=0.0)
+
+    def crop(seed):  # what `views.make_views` does with an example's image and mask
+        cropped = views_lib.crop_flip(image, normalize.to_unit_float(tf.constant(mask)), None,
+                                      None, seed, size, params)
+        return cropped.view, cropped.mask
 
     views, masks = map_over_seeds(crop, n=100)
     assert views.shape == (100, size, size, 3) and masks.shape == (100, size, size, 1)
@@ -284,8 +298,8 @@ OPS = {
     "random_grayscale": lambda x, s: augment.random_grayscale(x, s, 0.5),
     "random_gaussian_blur": lambda x, s: augment.random_gaussian_blur(x, s, 1.0),
     "random_solarize": lambda x, s: augment.random_solarize(x, s, 0.5),
-    "augment_view": lambda x, s: augment.augment_view(x, s, 16,
-                                                      augment.view_augmentation(0, "large")),
+    "pretraining_view": lambda x, s: pretraining_view(
+        x, s, 16, augment_tables.view_augmentation(0, "large")),
 }
 
 
@@ -303,13 +317,13 @@ def test_ops_are_deterministic_and_identical_eagerly_and_in_tf_data(name):
 
 
 @pytest.mark.parametrize("size", [16, 32, 96])
-def test_augment_view_ranges_at_small_sizes(size):
+def test_pretraining_view_ranges_at_small_sizes(size):
     image = tf.constant(np.random.RandomState(6).randint(0, 256, [40, 50, 3]), tf.uint8)
     mask = tf.constant(np.random.RandomState(7).randint(0, 2, [40, 50, 1]) * 255, tf.uint8)
     for index in range(2):
-        params = augment.view_augmentation(index, "large")
-        view, view_mask = augment.augment_view(image, tf.constant([1, index]), size, params,
-                                               mask=mask)
+        params = augment_tables.view_augmentation(index, "large")
+        view, view_mask = pretraining_view(image, tf.constant([1, index]), size, params,
+                                           mask=mask)
         assert view.shape == (size, size, 3) and view_mask.shape == (size, size, 1)
         assert view.dtype == tf.float32
         assert 0.0 <= float(tf.reduce_min(view)) and float(tf.reduce_max(view)) <= 1.0

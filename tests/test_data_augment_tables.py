@@ -9,7 +9,7 @@ import importlib
 import pytest
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.data import augment
+from relicv2_tf.data import augment_tables
 
 BOTH = [("odd", "large"), ("even", "large")]
 
@@ -100,7 +100,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_table_values_match_their_sources(name):
-    table = augment.AUGMENTATION_TABLES[name]
+    table = augment_tables.AUGMENTATION_TABLES[name]
     covered = set()
     for keys, fields in EXPECTED[name]:
         for key in keys:
@@ -115,7 +115,7 @@ def test_table_values_match_their_sources(name):
 
 
 def test_table_16_object_is_the_relicv2_table():
-    assert augment.AUGMENTATION_TABLES["relicv2"] is augment.TABLE_16
+    assert augment_tables.AUGMENTATION_TABLES["relicv2"] is augment_tables.TABLE_16
 
 
 @pytest.mark.parametrize("method", ["byol", "simclr", "moco_v2", "swav"])
@@ -125,7 +125,7 @@ def test_each_method_config_selects_its_own_table(method):
     config.data.source, config.data.tfds_name = "synthetic", ""
     config_lib.validate(config)
     small = config.data.num_small_views
-    assert (small > 0) == augment.table_has_size(method, "small")
+    assert (small > 0) == augment_tables.table_has_size(method, "small")
     assert config_lib.get_default_config().data.augmentation == "relicv2"
 
 
@@ -135,6 +135,6 @@ def test_unknown_table_and_bad_modes_are_refused():
     with pytest.raises(ValueError, match="data.augmentation='byol_v9'"):
         config_lib.validate(config)
     with pytest.raises(ValueError, match="brightness_mode"):
-        augment.ViewAugmentation((0.1, 1.0), 0.5, 0.0, brightness_mode="gamma")
+        augment_tables.ViewAugmentation((0.1, 1.0), 0.5, 0.0, brightness_mode="gamma")
     with pytest.raises(ValueError, match="blur_padding='edge'"):
-        augment.ViewAugmentation((0.1, 1.0), 0.5, 0.0, blur_kernel="pil_box")
+        augment_tables.ViewAugmentation((0.1, 1.0), 0.5, 0.0, blur_kernel="pil_box")

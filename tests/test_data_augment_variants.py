@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageFilter
 
-from relicv2_tf.data import augment
+from relicv2_tf.data import augment, augment_tables
 
 RNG = np.random.RandomState(11)
 IMAGE = RNG.rand(12, 17, 3).astype(np.float32) * 0.8 + 0.1
@@ -202,7 +202,7 @@ def test_pil_box_blur_matches_numpy_and_pil(sigma):
 def test_random_blur_picks_the_kernel_of_the_table():
     image = tf.constant(RNG.rand(20, 20, 3), tf.float32)
     seed = tf.constant([1, 3])
-    params = augment.MOCO_V2_TABLE[("odd", "large")]
+    params = augment_tables.MOCO_V2_TABLE[("odd", "large")]
     out = augment.random_gaussian_blur(image, seed, 1.0, (1.2, 1.2), kernel=params.blur_kernel,
                                        padding=params.blur_padding).numpy()
     np.testing.assert_allclose(out, augment.pil_box_blur(image, 1.2).numpy(), atol=1e-6)

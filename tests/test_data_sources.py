@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.data import sources, tfrecord_format
+from relicv2_tf.data import image_checks, readers, sources, tfrecord_format
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -120,7 +120,7 @@ def test_image_folder_bad_files_error_or_skip(tmp_path, caplog, bad_bytes, reaso
     bad = tmp_path / "cat" / "broken.jpg"
     bad.write_bytes(bad_bytes())
     config = data_config(source="image_folder", data_dir=str(tmp_path))
-    with pytest.raises(sources.BadInputError) as error:
+    with pytest.raises(readers.BadInputError) as error:
         sources.make_source(config)
     message = str(error.value)
     assert str(bad) in message and reason in message and "on_bad_image=skip" in message
@@ -145,7 +145,7 @@ def test_image_folder_masks_missing_and_wrong_size(tmp_path):
     assert all(e["mask"][10, 10, 0] == 255 and e["mask"][0, 0, 0] == 0 for e in examples)
     (mask_dir / "dog" / "c.png").unlink()
     (mask_dir / "cat" / "b.png").write_bytes(encode(np.zeros([10, 24], np.uint8)))
-    with pytest.raises(sources.BadInputError) as error:
+    with pytest.raises(readers.BadInputError) as error:
         sources.make_source(config)
     message = str(error.value)
     assert "missing mask for id 'dog/c'" in message
@@ -156,8 +156,8 @@ def test_image_folder_masks_missing_and_wrong_size(tmp_path):
 
 
 def test_image_size_from_headers():
-    assert sources.image_size_from_bytes(encode(rgb(0, 17, 29), "JPEG")) == (17, 29)
-    assert sources.image_size_from_bytes(encode(rgb(0, 17, 29))) == (17, 29)
+    assert image_checks.image_size_from_bytes(encode(rgb(0, 17, 29), "JPEG")) == (17, 29)
+    assert image_checks.image_size_from_bytes(encode(rgb(0, 17, 29))) == (17, 29)
 
 
 def write_tfrecords(directory, examples, num_shards=2):
@@ -279,12 +279,12 @@ def _jpeg_without(data, marker):
 def test_file_check_reads_the_structure_not_only_the_ends(tmp_path, make, reason):
     path = tmp_path / "x.jpg"
     path.write_bytes(make())
-    found, size = sources.check_image_file(str(path))
+    found, size = image_checks.check_image_file(str(path))
     assert reason in found and size is None
     path.write_bytes(encode(rgb(4, 17, 29), "JPEG"))
-    assert sources.check_image_file(str(path)) == ("", (17, 29))
+    assert image_checks.check_image_file(str(path)) == ("", (17, 29))
     path.write_bytes(encode(rgb(4, 17, 29), "WEBP"))  # a valid image under a .jpg name
-    assert sources.check_image_file(str(path))[0] == ""
+    assert image_checks.check_image_file(str(path))[0] == ""
 
 
 def test_decoder_failures_name_the_input_or_are_logged_skips(tmp_path, capfd):
@@ -322,5 +322,5 @@ def test_empty_tfrecord_stream_is_refused(tmp_path):
         example["image"] = b"not an image"
     config = data_config(source="tfrecord", data_dir=write_tfrecords(tmp_path, examples, 1),
                          on_bad_image="skip")
-    with pytest.raises(sources.BadInputError, match="no valid example"):
+    with pytest.raises(readers.BadInputError, match="no valid example"):
         sources.example_stream(config, seed=0)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.data import augment, normalize, views
+from relicv2_tf.data import augment_tables, normalize, views
 
 
 def demo_config(**overrides):
@@ -210,8 +210,8 @@ def identity_table(monkeypatch, name="relicv2", **changes):
     import dataclasses
     table = {key: dataclasses.replace(value, **{**IDENTITY,
                                                 **{k: f(key) for k, f in changes.items()}})
-             for key, value in augment.AUGMENTATION_TABLES[name].items()}
-    monkeypatch.setitem(augment.AUGMENTATION_TABLES, name, table)
+             for key, value in augment_tables.AUGMENTATION_TABLES[name].items()}
+    monkeypatch.setitem(augment_tables.AUGMENTATION_TABLES, name, table)
 
 
 def test_view_parity_follows_table_16_in_make_views(monkeypatch):

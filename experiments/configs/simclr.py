@@ -4,8 +4,8 @@ LARS, learning rate 0.3 x B/256 (4.8 at batch 4096; the square-root rule 0.075 s
 paper's alternative for small batches), weight decay 1e-6, 10 warm-up epochs then cosine decay,
 batch 4096, NT-Xent temperature 0.1 (0.5 in the paper's shorter ablations), global batch norm,
 MLP head 2048 -> 128, two 224 px views with SimCLR's augmentations (`data.augmentation =
-"simclr"`: crop 8-100 %, colour strength 1.0, blur p 0.5; sources in relicv2_tf/data/augment.py).
-No target network.
+"simclr"`: crop 8-100 %, colour strength 1.0, blur p 0.5; sources in
+relicv2_tf/data/augment_tables.py). No target network.
 """
 
 from experiments.configs import common

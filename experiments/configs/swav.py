@@ -8,7 +8,8 @@ norm, prototypes frozen for the first epoch (313 steps at batch 4096: the method
 into steps for the run's batch). The queue is for small batches (the paper: 3840 embeddings
 from epoch 15 at batch 256); at batch 4096 it is off.
 Views: SwAV's own augmentations (`data.augmentation = "swav"`: 224 px crops of 14-100 %, 96 px
-crops of 5-14 %, colour strength 1.0, OpenCV blur p 0.5; sources in relicv2_tf/data/augment.py).
+crops of 5-14 %, colour strength 1.0, OpenCV blur p 0.5; sources in
+relicv2_tf/data/augment_tables.py).
 """
 
 from experiments.configs import common

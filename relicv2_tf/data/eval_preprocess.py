@@ -19,13 +19,6 @@ def eval_resize_size(image_size: int) -> int:
     return int(round(image_size / EVAL_CROP_RATIO))
 
 
-def to_unit_float(image):
-    """uint8 [0, 255] -> float32 [0, 1]; floats are taken to be in [0, 1] already."""
-    if image.dtype == tf.uint8:
-        return tf.cast(image, tf.float32) / 255.0
-    return tf.cast(image, tf.float32)
-
-
 def resize_shorter_side(image, size: int):
     """Bicubic resize so that min(H, W) == size, keeping the aspect ratio."""
     shape = tf.shape(image)
@@ -45,7 +38,7 @@ def center_crop(image, size: int):
 
 def eval_geometry(image, image_size: int = 224, resize_size: int | None = None):
     """Resize the shorter side (bicubic) + centre crop; [H, W, 3] -> [S, S, 3] float in [0, 1]."""
-    image = to_unit_float(image)
+    image = normalize.to_unit_float(image)
     image = resize_shorter_side(image, resize_size or eval_resize_size(image_size))
     image = center_crop(image, image_size)
     image = tf.clip_by_value(image, 0.0, 1.0)  # bicubic overshoots

@@ -1,4 +1,5 @@
-"""ImageNet colour normalisation: the one place that defines it.
+"""Pixel scales: uint8 -> [0, 1] (`to_unit_float`) and ImageNet colour normalisation, the one
+place that defines each.
 
 Every pipeline (pretraining views, evaluation, serving) ends with `normalize_images`; models
 consume normalised images.
@@ -8,6 +9,13 @@ import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_unit_float(image):
+    """uint8 [0, 255] -> float32 [0, 1]; floats are taken to be in [0, 1] already."""
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
 
 
 def normalize_images(images):

@@ -7,15 +7,16 @@
   hard_negative: float32 [B, image_size, image_size, 3], hard_negative_valid: float32 [B]
                  (only when data.bg_swaps_prob > 0; BG_Swaps)
 
-Parameters: the table `augment.AUGMENTATION_TABLES[data.augmentation]` (each method's config
-selects its own paper's). Parity (Table 16): the 1st and 3rd large views and the 1st small view
-use the "odd" parameters, the 2nd and 4th large and the 2nd small the "even" ones
-(`augment.view_augmentation`).
-Per view: crop + flip (mask follows) -> [BG_Swaps positive, 2nd large view] -> BG_RM / BG_Random
-(if enabled) -> colour jitter, greyscale, blur, solarize -> saliency masking (large views only,
-probability p_m, grey ~ U[0, 1], only when the view's mask covers >= mask_min_fraction) ->
-normalise. BG_Swaps (`_bg_swaps`): one decision and one other image per example make the
-positive (2nd large view) and the hard negative (on the 1st large view's crop) together.
+Parameters: the table `augment_tables.AUGMENTATION_TABLES[data.augmentation]` (each method's
+config selects its own paper's). Parity (Table 16): the 1st and 3rd large views and the 1st small
+view use the "odd" parameters, the 2nd and 4th large and the 2nd small the "even" ones
+(`augment_tables.view_augmentation`).
+Per view: crop + flip (mask follows; `crop_flip`) -> [BG_Swaps positive, 2nd large view] ->
+BG_RM / BG_Random (if enabled) -> colour jitter, greyscale, blur, solarize -> saliency masking
+(large views only, probability p_m, grey ~ U[0, 1], only when the view's mask covers >=
+mask_min_fraction) (`finish_view`) -> normalise. BG_Swaps (`_bg_swaps`): one decision and one
+other image per example make the positive (2nd large view) and the hard negative (on the 1st
+large view's crop) together.
 Randomness: the example at position i of input pipeline p's stream (counted from the stream's
 start, also after a restart) uses the stateless seed fold_in([seed, p], i), and which example sits
 at position i is itself a pure function of (seed, p, i) (`sources.example_stream`: one stateless
@@ -38,7 +39,7 @@ import dataclasses
 import tensorflow as tf
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.data import augment, background, normalize, sources
+from relicv2_tf.data import augment, augment_tables, background, normalize, sources
 
 
 def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=None,
@@ -105,9 +106,9 @@ def _check_config(data_config, batch_size):
                 "bg_swaps_prob"):
         if not 0.0 <= data_config[key] <= 1.0:
             raise ValueError(f"data.{key}={data_config[key]} must be in [0, 1].")
-    if data_config.augmentation not in augment.AUGMENTATION_TABLES:
+    if data_config.augmentation not in augment_tables.AUGMENTATION_TABLES:
         raise ValueError(f"data.augmentation={data_config.augmentation!r}; choose one of "
-                         f"{sorted(augment.AUGMENTATION_TABLES)}.")
+                         f"{sorted(augment_tables.AUGMENTATION_TABLES)}.")
     if data_config.bg_swaps_prob > 0 and data_config.num_large_views < 2:
         raise ValueError("data.bg_swaps_prob > 0 needs 2 large views (anchor and positive).")
 
@@ -115,26 +116,26 @@ def _check_config(data_config, batch_size):
 def make_views(example, seed, data_config, other_example=None):
     """One source example -> its views (unbatched version of the `pretrain_dataset` element)."""
     image = example["image"]
-    mask = augment.to_unit_float(example["mask"]) if "mask" in example else None
+    mask = normalize.to_unit_float(example["mask"]) if "mask" in example else None
     other_image = other_mask = None
     if other_example is not None and mask is not None:
         # Align the other image with this one (same size) so one crop box fits both.
         size = tf.shape(image)[:2]
-        other_image = tf.image.resize(augment.to_unit_float(other_example["image"]), size)
-        other_mask = tf.image.resize(augment.to_unit_float(other_example["mask"]), size)
+        other_image = tf.image.resize(normalize.to_unit_float(other_example["image"]), size)
+        other_mask = tf.image.resize(normalize.to_unit_float(other_example["mask"]), size)
     num_large, num_small = data_config.num_large_views, data_config.num_small_views
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num_large + num_small + 2))
 
     large_params = [_view_params(data_config, i, "large") for i in range(num_large)]
-    large_crops = [_crop_flip(image, mask, other_image, other_mask, seeds[i],
-                              data_config.image_size, large_params[i])
+    large_crops = [crop_flip(image, mask, other_image, other_mask, seeds[i],
+                             data_config.image_size, large_params[i])
                    for i in range(num_large)]
     hard_negative = None
     if data_config.bg_swaps_prob > 0:
         hard_negative, valid, large_crops[1] = _bg_swaps(large_crops, other_image, other_mask,
                                                          seeds[-2], seeds[-1], large_params[0],
                                                          data_config)
-    large = [_finish_view(crop, large_params[i], data_config, saliency=True)
+    large = [finish_view(crop, large_params[i], data_config, saliency=True)
              for i, crop in enumerate(large_crops)]
     output = {"large": normalize.normalize_images(tf.stack(large)),
               "label": tf.cast(example["label"], tf.int32), "id": example["id"]}
@@ -142,9 +143,9 @@ def make_views(example, seed, data_config, other_example=None):
         small = []
         for j in range(num_small):
             params = _view_params(data_config, j, "small")
-            crop = _crop_flip(image, mask, other_image, other_mask, seeds[num_large + j],
-                              data_config.small_image_size, params)
-            small.append(_finish_view(crop, params, data_config, saliency=False))
+            crop = crop_flip(image, mask, other_image, other_mask, seeds[num_large + j],
+                             data_config.small_image_size, params)
+            small.append(finish_view(crop, params, data_config, saliency=False))
         output["small"] = normalize.normalize_images(tf.stack(small))
     if hard_negative is not None:
         output["hard_negative"] = normalize.normalize_images(hard_negative)
@@ -156,7 +157,7 @@ def _view_params(data_config, view_index, size):
     """The `data.augmentation` table's parameters of a view; `data.<size>_crop_area_range` (when
     set) replaces the crop area range, e.g. for the demo's 8x8-pixel digits where 5 % of the
     image is one pixel."""
-    params = augment.view_augmentation(view_index, size, data_config.augmentation)
+    params = augment_tables.view_augmentation(view_index, size, data_config.augmentation)
     override = tuple(data_config.get(f"{size}_crop_area_range", ()) or ())
     if override:
         if len(override) != 2 or not 0.0 < override[0] <= override[1] <= 1.0:
@@ -167,7 +168,7 @@ def _view_params(data_config, view_index, size):
 
 
 @dataclasses.dataclass
-class _Crop:
+class Crop:
     """A view's crop (before its photometric ops), its mask, the other image cut with the same
     box (BG_Random / BG_Swaps), and the seed of everything after the crop."""
 
@@ -178,8 +179,10 @@ class _Crop:
     seed: tf.Tensor
 
 
-def _crop_flip(image, mask, other_image, other_mask, seed, size, params) -> _Crop:
-    """Crop box and flip shared by the image, its mask and the aligned other image/mask."""
+def crop_flip(image, mask, other_image, other_mask, seed, size, params) -> Crop:
+    """F.1 steps 1-2: one crop box and flip shared by the image, its mask and the aligned other
+    image/mask (any of the last three None), each resized to [size, size] and clipped to [0, 1]
+    (masks bilinear: soft edges)."""
     crop_seed, flip_seed, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     box = augment.sample_crop_box(tf.shape(image), crop_seed, params.crop_area_range,
@@ -193,12 +196,12 @@ def _crop_flip(image, mask, other_image, other_mask, seed, size, params) -> _Cro
         out = tf.clip_by_value(augment.crop_and_resize(x, box, size, method), 0.0, 1.0)
         return tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
 
-    return _Crop(crop(image, params.resize_method), crop(mask, "bilinear"),
-                 crop(other_image, params.resize_method), crop(other_mask, "bilinear"),
-                 photometric_seed)
+    return Crop(crop(image, params.resize_method), crop(mask, "bilinear"),
+                crop(other_image, params.resize_method), crop(other_mask, "bilinear"),
+                photometric_seed)
 
 
-def _finish_view(crop: _Crop, params, data_config, saliency):
+def finish_view(crop: Crop, params, data_config, saliency):
     """BG_RM / BG_Random -> photometric ops -> saliency masking (large views)."""
     view = crop.view
     # The third sub-seed is unused (BG_Swaps now draws once per example, `_bg_swaps`); it is kept

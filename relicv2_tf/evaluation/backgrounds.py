@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from relicv2_tf.data import eval_preprocess
+from relicv2_tf.data import eval_preprocess, normalize
 from relicv2_tf.evaluation import features as features_lib
 from relicv2_tf.evaluation import inputs, linear, linear_head, results
 
@@ -65,8 +65,8 @@ def superclass_top1(head, features, labels, superclass_of) -> float:
 def resize_with_mask(image, mask, image_size: int, resize_size: int):
     """Eval geometry (resize shorter side bicubic, centre crop) applied to image and mask together.
     Returns (image float [S, S, 3] in [0, 1], mask float [S, S, 1] in [0, 1])."""
-    stacked = tf.concat([eval_preprocess.to_unit_float(image),
-                         eval_preprocess.to_unit_float(mask)], axis=-1)
+    stacked = tf.concat([normalize.to_unit_float(image), normalize.to_unit_float(mask)],
+                        axis=-1)
     stacked = eval_preprocess.resize_shorter_side(stacked, resize_size)
     stacked = tf.clip_by_value(eval_preprocess.center_crop(stacked, image_size), 0.0, 1.0)
     return stacked[..., :3], stacked[..., 3:]

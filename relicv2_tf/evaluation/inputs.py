@@ -9,7 +9,6 @@ Every protocol's config names its encoder the same way (`encoder_dir`, or `rando
 from __future__ import annotations
 
 import copy
-import os
 
 import keras
 import tensorflow as tf
@@ -106,25 +105,12 @@ def labelled_examples(data_config, split: str, *, with_masks: bool = False, seed
 
 def infer_num_classes(data_config, split: str) -> int:
     """Number of classes of a source: class folders, TFDS metadata, or 10 for digits."""
-    source = data_config.source
-    if source == "digits":
-        return 10
-    if source == "synthetic":
-        return 2
-    if source == "image_folder":
-        root = data_config.data_dir
-        if split and os.path.isdir(os.path.join(root, split)):
-            root = os.path.join(root, split)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"data.data_dir={data_config.data_dir!r} is not a directory "
-                                    "of class folders.")
-        return len([d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))])
-    if source == "tfds":
-        import tensorflow_datasets as tfds
-        builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir or None)
-        return int(builder.info.features["label"].num_classes)
-    raise ValueError(f"cannot infer the number of classes of data.source={source!r}; set "
-                     "--config.num_classes.")
+    from relicv2_tf.data import sources
+    source = sources.SOURCES.get(data_config.source)
+    if source is not None and source.num_classes is not None:
+        return source.num_classes(data_config, split)
+    raise ValueError(f"cannot infer the number of classes of data.source={data_config.source!r}; "
+                     "set --config.num_classes.")
 
 
 def resolve_num_classes(num_classes: int, data_config, split: str) -> int:

@@ -7,13 +7,13 @@ resolution), so the gap measures what pretraining learned, not the preprocessing
 
 from __future__ import annotations
 
-from relicv2_tf.data import eval_preprocess
+from relicv2_tf.data import eval_preprocess, sources
 from relicv2_tf.evaluation import batches, features, inputs, knn
 from relicv2_tf.models import encoder_io
 
 # Sources with labels and a held-out split: (train split, held-out split).
-EVAL_SPLITS = {"digits": ("train", "test"), "synthetic": ("train", "test"),
-               "image_folder": ("train", "val"), "tfds": ("train", "validation")}
+EVAL_SPLITS = {name: source.eval_splits for name, source in sources.SOURCES.items()
+               if source.eval_splits}
 
 
 def labelled_data_config(config):

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from relicv2_tf.data import eval_preprocess
 from relicv2_tf.data import normalize
+from relicv2_tf.data.image_checks import JPEG_MAGIC, PNG_MAGIC
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -47,7 +48,7 @@ TMP_PREFIX = ".tmp-"  # never an integer, so TF Serving skips it
 # .tmp-{export|replaced}-<version>-<host>-<pid>-<8 hex digits>
 _TMP_NAME = re.compile(r"\.tmp-(export|replaced)-(\d+)-(.+)-(\d+)-[0-9a-f]{8}")
 # Leading bytes of the encoded formats `serving_bytes` accepts.
-IMAGE_MAGIC = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
+IMAGE_MAGIC = {"JPEG": JPEG_MAGIC, "PNG": PNG_MAGIC}
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
