@@ -106,6 +106,32 @@ def test_refinement_improves_agreement_with_the_known_mask():
     assert final > max(raw.values()) + 0.1, (raw, final)
 
 
+def test_a_non_finite_step_applies_nothing_and_stops_the_stage():
+    """The saliency network's loop has the guard of every training loop: a NaN target map
+    makes the step non-finite; no trainable weight or Adam slot changes (batch-norm moving
+    statistics come from the finite images) and the stage stops, naming it."""
+    from relicv2_tf.optim import guard
+
+    images, masks = disc_dataset(4, 64)
+    model = network.build_saliency_network(tiny_network_config(), 64)
+    trainer = refine.Trainer(model)
+    before = [v.numpy().copy() for v in model.trainable_weights + trainer.optimizer.variables
+              if v.path != trainer.optimizer.iterations.path]
+    targets = masks.astype(np.float32)
+    targets[2, 10, 10] = np.nan
+    options = refine.TrainOptions(epochs=1, learning_rate=1e-3, batch_size=4, flip=False,
+                                  description="round 1 of prior x")
+    with pytest.raises(guard.NonFiniteError, match=r"round 1 of prior x.*epoch 1, batch 1"):
+        trainer.train(images, targets, options, progress=False)
+    after = [v.numpy() for v in model.trainable_weights + trainer.optimizer.variables
+             if v.path != trainer.optimizer.iterations.path]
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old, new)
+    trainer.train(images, masks.astype(np.float32), options, progress=False)  # finite: trains
+    assert any(not np.array_equal(old, new.numpy())
+               for old, new in zip(before, model.trainable_weights))
+
+
 # ------------------------------------------------------------------------------ generation
 @pytest.fixture()
 def image_folder(tmp_path):

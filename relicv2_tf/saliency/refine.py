@@ -28,6 +28,7 @@ import tensorflow as tf
 import tqdm
 
 from relicv2_tf.data.normalize import normalize_images
+from relicv2_tf.optim import guard
 
 
 def to_network_input(images_uint8) -> tf.Tensor:
@@ -92,8 +93,9 @@ class Trainer:
             with tf.GradientTape() as tape:
                 loss = loss_fn(maps, model(images, training=True))
             grads = tape.gradient(loss, model.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+            finite = guard.replicas_all_finite(loss, grads)
+            guard.apply_if_finite([(self.optimizer, grads, model.trainable_variables)], finite)
+            return loss, finite
 
         self.step = step
 
@@ -115,13 +117,21 @@ class Trainer:
         num = len(images_uint8)
         bar = tqdm.trange(options.epochs, desc=options.description, disable=not progress,
                           leave=False)
-        for _ in bar:
+        for epoch in bar:
             order = rng.permutation(num)
             losses = []
             for start in range(0, num, options.batch_size):
                 index = np.sort(order[start:start + options.batch_size])
                 flips = rng.random(len(index)) < (0.5 if options.flip else 0.0)
-                losses.append(float(self.step(images_uint8[index], targets[index], flips)))
+                loss, finite = self.step(images_uint8[index], targets[index], flips)
+                if not bool(finite):  # nothing of the step was applied; nothing is saved
+                    raise guard.NonFiniteError(
+                        f"saliency network ({options.description}): non-finite loss or "
+                        f"gradients at epoch {epoch + 1}, batch {start // options.batch_size + 1}"
+                        f" (learning rate {options.learning_rate:g}); nothing of the step was "
+                        "applied and no network or maps of this stage were written. Check the "
+                        "prior maps for NaNs or lower refine.learning_rate, then rerun the stage.")
+                losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
             predictions = predict_maps(self.model, images_uint8, options.batch_size)
             average = predictions if average is None else (
