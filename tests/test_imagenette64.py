@@ -23,6 +23,9 @@ def test_every_cell_is_a_valid_config_on_the_shared_budget(spec):
     assert config.method == method and config.data.augmentation == method  # its own table
     assert bool(config.data.mask_dir) == runner.uses_masks(spec)
     assert (config.data.mask_apply_prob > 0) == (spec == "relicv2")
+    from relicv2_tf.evaluation import knn_report
+    knn_data = knn_report.labelled_data_config(config)  # the monitor reads Imagenette
+    assert (knn_data.source, knn_data.data_dir) == ("image_folder", imagenette64.IMAGENETTE_DIR)
 
 
 def test_supervised_cell_has_the_same_budget():

@@ -61,6 +61,11 @@ SHARED = {
     # the papers' learning rates needs a longer ramp than 0.15 epoch: assumed).
     "optimizer.warmup_epochs": 1,
     "evaluation.knn_every_steps": 3 * STEPS_PER_EPOCH,  # learning curve: kNN every 3 epochs
+    # The monitor reads the pretraining data's labelled splits (Imagenette train / val), not
+    # the ImageNet TFDS splits the flagship ReLICv2 config names.
+    "evaluation.knn_source": "",
+    "evaluation.knn_data_dir": "",
+    "evaluation.knn_tfds_name": "",
     "evaluation.knn_max_examples": -1,  # all 9,469 train / 3,925 val images
 }
 
