@@ -222,6 +222,17 @@ def test_tfrecord_bad_examples_error_names_id_or_skip(tmp_path, corrupt, reason)
     assert ids == ["ex0", "ex1", "ex2", "ex4", "ex5"]
 
 
+def test_tfds_source_never_downloads_and_names_the_fix(tmp_path):
+    """An unprepared TFDS dataset is an error naming `tfds build`, not a download attempt (which
+    for imagenet2012 cannot work and fails deep inside TFDS)."""
+    pytest.importorskip("tensorflow_datasets")
+    config = data_config(source="tfds", tfds_name="mnist", split="train", num_examples=6,
+                         data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"no prepared split 'train'.*tfds build mnist"):
+        sources.make_source(config, "train", seed=0)
+    assert not any(tmp_path.rglob("*.tfrecord*"))  # nothing was downloaded or built
+
+
 def test_tfds_source_with_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     config = data_config(source="tfds", tfds_name="mnist", split="train", num_examples=6)

@@ -16,18 +16,22 @@ def _builder(data_config):
     return tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir or None)
 
 
+def _not_prepared(data_config, split) -> ValueError:
+    import tensorflow_datasets as tfds
+    return ValueError(
+        f"TFDS dataset {data_config.tfds_name!r} has no prepared split {split!r} in "
+        f"data_dir={data_config.data_dir or tfds.core.constants.DATA_DIR!r}; prepare it "
+        f"first (`tfds build {data_config.tfds_name}`; imagenet2012 needs its manual download, "
+        "see the TFDS catalog) or fix --config.data.split / --config.data.data_dir.")
+
+
 def count(data_config, split) -> int:
     """Examples of the prepared split (from the dataset's metadata)."""
-    import tensorflow_datasets as tfds
     builder = _builder(data_config)
     try:
         return builder.info.splits[split].num_examples
     except KeyError as error:
-        raise ValueError(
-            f"TFDS dataset {data_config.tfds_name!r} has no prepared split {split!r} in "
-            f"data_dir={data_config.data_dir or tfds.core.constants.DATA_DIR!r}; prepare it "
-            f"first (`tfds build {data_config.tfds_name}`, or manual download for "
-            "imagenet2012) or fix --config.data.split / --config.data.data_dir.") from error
+        raise _not_prepared(data_config, split) from error
 
 
 def num_classes(data_config, split) -> int:
@@ -43,9 +47,12 @@ def reader(data_config, split, input_context, file_seed):
     # One file order for every epoch (fixed by the seed): TFDS takes no per-epoch tensor seed.
     read_config = tfds.ReadConfig(input_context=input_context, add_tfds_id=True,
                                   shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=False)
-    dataset = tfds.load(data_config.tfds_name, split=sliced_split,
-                        data_dir=data_config.data_dir or None,
-                        shuffle_files=file_seed is not None, read_config=read_config)
+    try:  # never download or prepare here: a missing dataset is the user's to build
+        dataset = tfds.load(data_config.tfds_name, split=sliced_split,
+                            data_dir=data_config.data_dir or None, download=False,
+                            shuffle_files=file_seed is not None, read_config=read_config)
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as error:
+        raise _not_prepared(data_config, split) from error
     if limit > 0:
         dataset = dataset.take(limit)  # also when a reader ignores the slice
 
