@@ -55,6 +55,17 @@ TRAINING_KILL_WINDOW_STEPS = 8
 MAX_EXPORT_ATTEMPTS_PER_KILL = 4
 
 
+def _kill_at(proc, deadline: float, poll: float) -> bool:
+    """SIGKILLs `proc` at `deadline` unless it ended before; returns whether it had ended."""
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(poll)
+    finished = proc.poll() is not None
+    if not finished:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return finished
+
+
 def pretrain_config(max_steps: int):
     from tests.test_resume import tiny_demo_config
     config = tiny_demo_config()
@@ -179,12 +190,7 @@ def run_pretrain(root, kills, max_steps, rng):
                 time.sleep(0.02)
             deadline = time.time() + rng.uniform(
                 0.0, TRAINING_KILL_WINDOW_STEPS * seconds_per_step)
-        while proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        finished = proc.poll() is not None
-        if not finished:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        finished = _kill_at(proc, deadline, poll=0.01)
         listed = verifier.listed(checkpoints)
         bad_checkpoints += verifier.problems(checkpoints)
         if os.path.exists(os.path.join(workdir, "encoder", "encoder.weights.h5")):
@@ -315,12 +321,7 @@ def run_export(root, kills, rng):
             time.sleep(0.001)
         delay = rng.uniform(0.0, write_seconds)
         deadline = time.time() + delay
-        while proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        finished = proc.poll() is not None
-        if not finished:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        finished = _kill_at(proc, deadline, poll=0.002)
         new = sorted(set(os.listdir(model_dir)) - before)
         problems += _version_problems(model_dir, checked)
         outcomes.append({"killed_after_write_start_s": round(delay, 2),

@@ -5,13 +5,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Before TensorFlow starts: on CPUs with AMX-BF16, the mixed_bfloat16 tests run Eigen kernels
-# (oneDNN's AMX bfloat16 kernels turned them NaN; relicv2_tf/distribute.py says why).
+# Before TensorFlow starts: on CPUs with AMX-BF16 or AVX512-BF16 the tests run Eigen kernels
+# (oneDNN's bfloat16 kernels turned NaN on AMX and are not deterministic on AVX512-BF16;
+# relicv2_tf/distribute.py says why).
 from relicv2_tf import distribute  # noqa: E402  (does not import TensorFlow)
 
 distribute.avoid_onednn_bfloat16()
 
 import pytest  # noqa: E402
+from experiments.configs.common import set_fields  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -45,13 +47,7 @@ def tiny_config(**overrides):
     config.training.max_steps = 4
     config.training.checkpoint_every_steps = 2
     config.optimizer.warmup_epochs = 0
-    for key, value in overrides.items():
-        target = config
-        *path, leaf = key.split(".")
-        for part in path:
-            target = target[part]
-        target[leaf] = value
-    return config
+    return set_fields(config, overrides)
 
 
 @pytest.fixture
