@@ -390,6 +390,7 @@ def knn_curve(cell: str, seed: int) -> list:
     """[(epoch, kNN top-1)] of a run, from its TensorBoard events (all resumes)."""
     import numpy as np
     from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
 
     points = {}
     pattern = os.path.join(run_dir(cell, seed), "tensorboard", "train", "events*")
@@ -399,7 +400,7 @@ def knn_curve(cell: str, seed: int) -> list:
         if "epoch_knn_top1" not in events.Tags()["tensors"]:
             continue
         for event in events.Tensors("epoch_knn_top1"):
-            value = float(np.asarray(event.tensor_proto.float_val or [np.nan])[0])
+            value = float(np.asarray(tensor_util.make_ndarray(event.tensor_proto)))
             if math.isfinite(value):
                 interval = imagenette64.SHARED["training.checkpoint_every_steps"]
                 points[(event.step + 1) * interval / imagenette64.STEPS_PER_EPOCH] = value

@@ -2,6 +2,7 @@
 runner's table aggregates seeds correctly (experiments/imagenette64.py)."""
 
 import json
+import os
 
 import pytest
 
@@ -97,3 +98,20 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     (tmp_path / "masks" / "done.json").write_text("{}")  # masks of this session exist
     runner.run_all(deadline=float("inf"), workers=1)
     assert ("train", "byol", 0) not in calls and ("saliency",) not in calls
+
+
+def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):
+    """The learning curve comes from the `epoch_knn_top1` summaries Keras writes (one per
+    checkpoint interval, NaN where the monitor did not run)."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(runner, "ROOT", str(tmp_path))
+    writer = tf.summary.create_file_writer(
+        os.path.join(runner.run_dir("byol", 0), "tensorboard", "train"))
+    with writer.as_default():
+        for step, value in enumerate([float("nan"), float("nan"), 0.25, float("nan"), 0.5]):
+            tf.summary.scalar("epoch_knn_top1", value, step=step)
+    writer.close()
+    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
+    epochs = [(s + 1) * interval / imagenette64.STEPS_PER_EPOCH for s in (2, 4)]
+    assert runner.knn_curve("byol", 0) == [(epochs[0], 0.25), (epochs[1], 0.5)]
