@@ -188,7 +188,7 @@ def validate(config) -> None:
         fail(f"training.base_target_ema={t.base_target_ema} must be in [0, 1].")
     _validate_knn_monitor(config, fail)
 
-    # ---------------------------------------------------------------- baselines (issue 6)
+    # ---------------------------------------------------------------- baselines
     views = d.num_large_views
     if config.method in ("byol", "moco_v2", "simclr", "swav") and views < 2:
         fail(f"data.num_large_views={views}; {config.method} needs 2 large views.")
