@@ -6,10 +6,13 @@
 
 Protocol: experiments/configs/imagenette64.py. Order of work (each step resumable; a killed run
 continues from its last checkpoint when this command runs again):
-  1. BYOL seed 0 (no masks needed): its encoder initialises the saliency network;
+  1. a BYOL run (no masks needed): its encoder initialises the saliency network. The first BYOL
+     seed without a record is trained for it (it is needed anyway); when every BYOL seed has one,
+     seed 0 trains again (not re-evaluated) to give this session's masks an encoder;
   2. the saliency pipeline (experiments/configs/saliency_imagenette.py: priors -> refine from
      that encoder -> masks for all train and val images -> one PNG mask folder);
-  3. seed 0 of every cell, then the extra seeds of the two headline comparisons;
+  3. seed 0 of every cell, then the extra seeds of the two headline comparisons (the cheaper one,
+     BYOL with and without BG_RM, first; then ReLICv2 with and without masking, seed by seed);
   4. per run: weighted kNN (k=20, T=0.07, all train images as the bank, val as queries; written
      by relicv2-pretrain), linear probe (experiments/configs/linear_eval_imagenette.py) and
      background robustness on val (experiments/configs/backgrounds_imagenette64.py).
@@ -53,7 +56,15 @@ CONFIG = "experiments/configs/imagenette64.py"
 CELLS = [("relicv2", 3), ("relicv2,nomask", 3), ("byol", 3), ("byol,bg_rm", 3),
          ("moco_v2", 1), ("moco_v2,bg_rm", 1), ("moco_v2,bg_swaps", 1), ("simclr", 1),
          ("swav", 1), ("supervised", 1)]
-BOOTSTRAP = ("byol", 0)
+BOOTSTRAP_CELL = "byol"
+
+
+def bootstrap() -> tuple:
+    """(cell, seed) whose encoder initialises this session's saliency network: the first BYOL
+    seed without a record (trained and evaluated as usual), else seed 0 (trained again only)."""
+    seeds = dict(CELLS).get(BOOTSTRAP_CELL, 1)
+    return next(((BOOTSTRAP_CELL, s) for s in range(seeds)
+                 if not os.path.exists(record_path(BOOTSTRAP_CELL, s))), (BOOTSTRAP_CELL, 0))
 
 
 def run_dir(cell: str, seed: int) -> str:
@@ -155,11 +166,12 @@ def knn_of(encoder_dir: str, output_dir: str):
         json.dump(result, f, indent=2)
 
 
-def saliency():
-    """Masks of every train and val image, from BYOL seed 0's encoder, as one PNG folder."""
+def saliency(source: tuple):
+    """Masks of every train and val image, from the encoder of run `source` (cell, seed), as one
+    PNG folder."""
     if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
         return
-    encoder = os.path.join(run_dir(*BOOTSTRAP), "encoder")
+    encoder = os.path.join(run_dir(*source), "encoder")
     config = "experiments/configs/saliency_imagenette.py"
     common = [f"--config={config}", f"--config.workdir={SALIENCY_DIR}",
               f"--config.generate.output_dir={os.path.join(SALIENCY_DIR, 'masks')}",
@@ -213,7 +225,7 @@ def saliency():
     quality = _json(dev_quality)
     sets = (_json(os.path.join(RECORDS_DIR, "saliency.json")) or {}).get("mask_sets", {})
     sets[mask_id] = {
-        "counts": counts, **_provenance(),
+        "counts": counts, "encoder": f"{source[0]} seed {source[1]}", **_provenance(),
         "stage_seconds": _json(os.path.join(SALIENCY_DIR, "wall_seconds.json")),
         "label_free_check": _json(os.path.join(SALIENCY_DIR, "evaluate.json")),
         "dev_set": {folder: {"methods": r["methods"], "wins_over_centre": r["wins_over_centre"]}
@@ -258,14 +270,15 @@ def uses_masks(cell: str) -> bool:
     return cell.startswith("relicv2") and "nomask" not in cell or "bg_" in cell
 
 
-def work_items():
-    """(cell, seed) in the order they are worth running: seed 0 everywhere (the bootstrap
-    first, then the runs that need no masks, which can train while the masks are made), then
-    the extra seeds."""
-    first = [(cell, 0) for cell, _ in CELLS if (cell, 0) != BOOTSTRAP]
+def work_items(first_item: tuple) -> list:
+    """(cell, seed) in the order they are worth running: `first_item` (the bootstrap), seed 0
+    everywhere (the runs that need no masks first: they train while the masks are made), then
+    the extra seeds, the cheaper headline comparison (not ReLICv2) first, seed by seed."""
+    first = [(cell, 0) for cell, _ in CELLS]
     first.sort(key=lambda item: uses_masks(item[0]))
-    return [BOOTSTRAP] + first + [(cell, seed) for cell, seeds in CELLS
-                                  for seed in range(1, seeds)]
+    extra = [(cell, seed) for cell, seeds in CELLS for seed in range(1, seeds)]
+    extra.sort(key=lambda item: (item[0].startswith("relicv2"), item[1]))
+    return [first_item] + [item for item in first + extra if item != first_item]
 
 
 def run_all(deadline: float, workers: int = 2):
@@ -278,19 +291,20 @@ def run_all(deadline: float, workers: int = 2):
     masks_ready, table_lock = threading.Event(), threading.Lock()
     if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
         masks_ready.set()
+    first_item = bootstrap()
 
     def job(cell, seed):
         if time.time() > deadline:
             return
         recorded = os.path.exists(record_path(cell, seed))
-        if recorded and not ((cell, seed) == BOOTSTRAP and not masks_ready.is_set()):
+        if recorded and not ((cell, seed) == first_item and not masks_ready.is_set()):
             return  # done in an earlier session
         if uses_masks(cell):
             masks_ready.wait()
         _log(f"{cell} seed {seed}: train")
         train(cell, seed)  # the bootstrap retrains when this session has no masks yet
-        if (cell, seed) == BOOTSTRAP and not masks_ready.is_set():
-            saliency()
+        if (cell, seed) == first_item and not masks_ready.is_set():
+            saliency(first_item)
             masks_ready.set()
         if recorded:
             return
@@ -303,7 +317,7 @@ def run_all(deadline: float, workers: int = 2):
             write_table()
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(job, cell, seed) for cell, seed in work_items()]
+        futures = [pool.submit(job, cell, seed) for cell, seed in work_items(first_item)]
         for future in futures:
             try:
                 future.result()

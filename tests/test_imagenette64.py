@@ -84,20 +84,42 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
     for name in ("train", "evaluate", "finish_record"):
         monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
-    monkeypatch.setattr(runner, "saliency", lambda: calls.append(("saliency",)))
+    monkeypatch.setattr(runner, "saliency", lambda source: calls.append(("saliency", *source)))
     monkeypatch.setattr(runner, "write_table", lambda: None)
     monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("moco_v2", 1), ("relicv2", 1)])
     (tmp_path / "records").mkdir()
     for done in ("byol_seed0.json", "moco_v2_seed0.json"):
         (tmp_path / "records" / done).write_text("{}")
     runner.run_all(deadline=float("inf"), workers=1)
-    assert calls == [("train", "byol", 0), ("saliency",), ("train", "relicv2", 0),
+    assert calls == [("train", "byol", 0), ("saliency", "byol", 0), ("train", "relicv2", 0),
                      ("evaluate", "relicv2", 0), ("finish_record", "relicv2", 0)]
     calls.clear()
     (tmp_path / "masks").mkdir()
     (tmp_path / "masks" / "done.json").write_text("{}")  # masks of this session exist
     runner.run_all(deadline=float("inf"), workers=1)
-    assert ("train", "byol", 0) not in calls and ("saliency",) not in calls
+    assert ("train", "byol", 0) not in calls and ("saliency", "byol", 0) not in calls
+
+
+def test_bootstrap_is_a_byol_seed_still_to_run(tmp_path, monkeypatch):
+    """With a BYOL seed left to run, that run feeds the masks and is evaluated like any other
+    (no retraining of a recorded seed); the cheaper headline comparison's seeds come before
+    ReLICv2's."""
+    calls = []
+    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
+    monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
+    for name in ("train", "evaluate", "finish_record"):
+        monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
+    monkeypatch.setattr(runner, "saliency", lambda source: calls.append(("saliency", *source)))
+    monkeypatch.setattr(runner, "write_table", lambda: None)
+    monkeypatch.setattr(runner, "CELLS", [("relicv2", 2), ("byol", 3)])
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "byol_seed0.json").write_text("{}")
+    assert runner.bootstrap() == ("byol", 1)
+    runner.run_all(deadline=float("inf"), workers=1)
+    assert calls[:3] == [("train", "byol", 1), ("saliency", "byol", 1), ("evaluate", "byol", 1)]
+    trained = [(c, s) for name, c, s in (call for call in calls if len(call) == 3)
+               if name == "train"]
+    assert trained == [("byol", 1), ("relicv2", 0), ("byol", 2), ("relicv2", 1)]
 
 
 def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):
