@@ -6,9 +6,8 @@
 
 Protocol: experiments/configs/imagenette64.py. Order of work (each step resumable; a killed run
 continues from its last checkpoint when this command runs again):
-  1. a BYOL run (no masks needed): its encoder initialises the saliency network. The first BYOL
-     seed without a record is trained for it (it is needed anyway); when every BYOL seed has one,
-     seed 0 trains again (not re-evaluated) to give this session's masks an encoder;
+  1. BYOL seed 0 (no masks needed): its encoder initialises the saliency network (a session
+     without masks trains it again, deterministically: same CPU, same encoder, same masks);
   2. the saliency pipeline (experiments/configs/saliency_imagenette.py: priors -> refine from
      that encoder -> masks for all train and val images -> one PNG mask folder);
   3. seed 0 of every cell, then the extra seeds of the two headline comparisons (the cheaper one,
@@ -56,15 +55,11 @@ CONFIG = "experiments/configs/imagenette64.py"
 CELLS = [("relicv2", 3), ("relicv2,nomask", 3), ("byol", 3), ("byol,bg_rm", 3),
          ("moco_v2", 1), ("moco_v2,bg_rm", 1), ("moco_v2,bg_swaps", 1), ("simclr", 1),
          ("swav", 1), ("supervised", 1)]
-BOOTSTRAP_CELL = "byol"
-
-
-def bootstrap() -> tuple:
-    """(cell, seed) whose encoder initialises this session's saliency network: the first BYOL
-    seed without a record (trained and evaluated as usual), else seed 0 (trained again only)."""
-    seeds = dict(CELLS).get(BOOTSTRAP_CELL, 1)
-    return next(((BOOTSTRAP_CELL, s) for s in range(seeds)
-                 if not os.path.exists(record_path(BOOTSTRAP_CELL, s))), (BOOTSTRAP_CELL, 0))
+# The run whose encoder initialises the saliency network. A session without masks trains it
+# again (it is not re-evaluated): training is deterministic (`training.deterministic`), so on the
+# same CPU and TensorFlow it reproduces the recorded encoder bit for bit, and the masks made from
+# it are the same mask set, which keeps the background columns comparable across sessions.
+BOOTSTRAP = ("byol", 0)
 
 
 def run_dir(cell: str, seed: int) -> str:
@@ -224,6 +219,13 @@ def saliency(source: tuple):
     mask_id = _mask_set_id(imagenette64.MASK_DIR)
     quality = _json(dev_quality)
     sets = (_json(os.path.join(RECORDS_DIR, "saliency.json")) or {}).get("mask_sets", {})
+    if mask_id in sets:  # a later session remade the same masks, bit for bit
+        _log(f"saliency: mask set {mask_id} reproduced (same as {sets[mask_id]['date']})")
+        sets[mask_id].setdefault("remade", []).append(_provenance())
+        _write_json(os.path.join(RECORDS_DIR, "saliency.json"), {"mask_sets": sets})
+        _write_json(os.path.join(imagenette64.MASK_DIR, "done.json"), {"id": mask_id, **counts})
+        return
+    _log(f"saliency: new mask set {mask_id} (known: {', '.join(sets) or 'none'})")
     sets[mask_id] = {
         "counts": counts, "encoder": f"{source[0]} seed {source[1]}", **_provenance(),
         "stage_seconds": _json(os.path.join(SALIENCY_DIR, "wall_seconds.json")),
@@ -291,7 +293,7 @@ def run_all(deadline: float, workers: int = 2):
     masks_ready, table_lock = threading.Event(), threading.Lock()
     if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
         masks_ready.set()
-    first_item = bootstrap()
+    first_item = BOOTSTRAP
 
     def job(cell, seed):
         if time.time() > deadline:
@@ -304,6 +306,10 @@ def run_all(deadline: float, workers: int = 2):
         _log(f"{cell} seed {seed}: train")
         train(cell, seed)  # the bootstrap retrains when this session has no masks yet
         if (cell, seed) == first_item and not masks_ready.is_set():
+            if recorded:  # deterministic training: the same kNN as its record, or say so
+                again = _json(os.path.join(run_dir(cell, seed), "knn_eval.json")) or {}
+                _log(f"{cell} seed {seed} retrained: kNN {again.get('pretrained_top1')} "
+                     f"(record: {cell_results(cell, seed).get('knn')})")
             saliency(first_item)
             masks_ready.set()
         if recorded:

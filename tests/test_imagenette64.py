@@ -100,26 +100,15 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     assert ("train", "byol", 0) not in calls and ("saliency", "byol", 0) not in calls
 
 
-def test_bootstrap_is_a_byol_seed_still_to_run(tmp_path, monkeypatch):
-    """With a BYOL seed left to run, that run feeds the masks and is evaluated like any other
-    (no retraining of a recorded seed); the cheaper headline comparison's seeds come before
-    ReLICv2's."""
-    calls = []
-    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
-    monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
-    for name in ("train", "evaluate", "finish_record"):
-        monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
-    monkeypatch.setattr(runner, "saliency", lambda source: calls.append(("saliency", *source)))
-    monkeypatch.setattr(runner, "write_table", lambda: None)
-    monkeypatch.setattr(runner, "CELLS", [("relicv2", 2), ("byol", 3)])
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "byol_seed0.json").write_text("{}")
-    assert runner.bootstrap() == ("byol", 1)
-    runner.run_all(deadline=float("inf"), workers=1)
-    assert calls[:3] == [("train", "byol", 1), ("saliency", "byol", 1), ("evaluate", "byol", 1)]
-    trained = [(c, s) for name, c, s in (call for call in calls if len(call) == 3)
-               if name == "train"]
-    assert trained == [("byol", 1), ("relicv2", 0), ("byol", 2), ("relicv2", 1)]
+def test_extra_seeds_of_the_cheaper_headline_comparison_come_first():
+    order = runner.work_items(runner.BOOTSTRAP)
+    assert order[0] == runner.BOOTSTRAP and len(order) == len(set(order))
+    assert sorted(order) == sorted((c, s) for c, n in runner.CELLS for s in range(n))
+    extra = [item for item in order if item[1] > 0]
+    relic = [i for i, (cell, _) in enumerate(extra) if cell.startswith("relicv2")]
+    assert relic == list(range(len(extra) - len(relic), len(extra)))  # ReLICv2's seeds last
+    first = [cell for cell, seed in order[1:] if seed == 0]
+    assert [runner.uses_masks(c) for c in first] == sorted(runner.uses_masks(c) for c in first)
 
 
 def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):
