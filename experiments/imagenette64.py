@@ -355,7 +355,8 @@ def finish_record(cell: str, seed: int) -> dict | None:
     done = _json(os.path.join(imagenette64.MASK_DIR, "done.json")) or {}
     results.update(cell=cell, seed=seed, masks=done.get("id"),
                    wall_seconds=_json(os.path.join(run_dir(cell, seed), "wall_seconds.json")),
-                   knn_curve=knn_curve(cell, seed), **_provenance())
+                   knn_curve=knn_curve(cell, seed, results["knn"]),
+                   knn_curve_format=CURVE_FORMAT, **_provenance())
     _write_json(record_path(cell, seed), results)
     return results
 
@@ -406,13 +407,25 @@ def table_rows() -> list:
     return rows
 
 
-def knn_curve(cell: str, seed: int) -> list:
-    """[(epoch, kNN top-1)] of a run, from its TensorBoard events (all resumes)."""
+CURVE_FORMAT = "epoch = step x batch / train images; last point: the end-of-run kNN"
+
+
+def _epoch_of(step: int) -> float:
+    return step * imagenette64.BATCH_SIZE / imagenette64.TRAIN_EXAMPLES
+
+
+def knn_curve(cell: str, seed: int, final_knn: float | None = None) -> list:
+    """[(epoch, kNN top-1)] of a run: the monitor's `epoch_knn_top1` summaries from its
+    TensorBoard events (all resumes; one Keras epoch = one checkpoint interval, NaN where the
+    monitor did not run), then `final_knn` at the last step. The monitor runs every 3 intervals
+    of 73 steps, so its last point is at step 1,095 of 1,109: the end-of-run kNN (the table's)
+    closes the curve."""
     import numpy as np
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
     points = {}
+    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
     pattern = os.path.join(run_dir(cell, seed), "tensorboard", "train", "events*")
     for path in glob.glob(pattern):
         events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
@@ -422,9 +435,22 @@ def knn_curve(cell: str, seed: int) -> list:
         for event in events.Tensors("epoch_knn_top1"):
             value = float(np.asarray(tensor_util.make_ndarray(event.tensor_proto)))
             if math.isfinite(value):
-                interval = imagenette64.SHARED["training.checkpoint_every_steps"]
-                points[(event.step + 1) * interval / imagenette64.STEPS_PER_EPOCH] = value
+                points[_epoch_of((event.step + 1) * interval)] = value
+    if points and final_knn is not None:
+        points[float(imagenette64.EPOCHS)] = final_knn
     return sorted(points.items())
+
+
+def upgrade_curve(record: dict) -> dict:
+    """A record written before `CURVE_FORMAT` (x = checkpoint intervals, no end point) in the
+    current format; the values are unchanged."""
+    if record.get("knn_curve_format") == CURVE_FORMAT:
+        return record
+    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
+    curve = [(_epoch_of(round(x * interval)), y) for x, y in record.get("knn_curve") or []]
+    if curve:
+        curve.append((float(imagenette64.EPOCHS), record["knn"]))
+    return {**record, "knn_curve": curve, "knn_curve_format": CURVE_FORMAT}
 
 
 def knn_curves() -> dict:
@@ -432,6 +458,7 @@ def knn_curves() -> dict:
     curves = {}
     for cell, _ in CELLS:
         record = cell_results(cell, 0)
+        record = record and upgrade_curve(record)
         if record and record.get("knn_curve"):
             curves[cell] = [tuple(point) for point in record["knn_curve"]]
     return curves

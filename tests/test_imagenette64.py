@@ -123,6 +123,19 @@ def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):
         for step, value in enumerate([float("nan"), float("nan"), 0.25, float("nan"), 0.5]):
             tf.summary.scalar("epoch_knn_top1", value, step=step)
     writer.close()
-    interval = imagenette64.SHARED["training.checkpoint_every_steps"]
-    epochs = [(s + 1) * interval / imagenette64.STEPS_PER_EPOCH for s in (2, 4)]
+    epochs = [(s + 1) * 73 * 128 / 9469 for s in (2, 4)]  # steps x batch / train images
     assert runner.knn_curve("byol", 0) == [(epochs[0], 0.25), (epochs[1], 0.5)]
+    # the end-of-run kNN closes the curve at the last step (step 1,109 = 15 x 9,469 // 128)
+    assert runner.knn_curve("byol", 0, 0.6) == [(epochs[0], 0.25), (epochs[1], 0.5), (15.0, 0.6)]
+    assert runner.knn_curve("swav", 0, 0.6) == []  # no monitor (the supervised baseline)
+
+
+def test_records_of_the_first_format_are_upgraded():
+    """Records written before the curve format: x was the checkpoint interval (73 steps) and
+    the end-of-run kNN was not on the curve."""
+    old = {"knn": 0.37, "knn_curve": [[3.0, 0.30], [15.0, 0.366]]}
+    new = runner.upgrade_curve(old)
+    assert new["knn_curve"] == [(219 * 128 / 9469, 0.30), (1095 * 128 / 9469, 0.366),
+                                (15.0, 0.37)]
+    assert runner.upgrade_curve(new) == new and new["knn"] == 0.37
+    assert runner.upgrade_curve({"knn": 0.7, "knn_curve": []})["knn_curve"] == []
