@@ -79,6 +79,13 @@ def _log(message: str):
 THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}  # one core per job
 
 
+def _env(**extra) -> dict:
+    """The environment of every job: this checkout first on the import path (a script under
+    benchmarks/ must not depend on how, or whether, the package is installed), quiet TF logs."""
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
 def _run(command: list, log_path: str) -> float:
     """Runs a command (its output appended to `log_path`) on one core; returns its wall
     seconds. Two jobs run side by side: small convolutions use a second thread poorly, so two
@@ -88,8 +95,8 @@ def _run(command: list, log_path: str) -> float:
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **THREADS}
-        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env=_env(**THREADS))
     if code:
         raise RuntimeError(f"{' '.join(command)} failed (exit {code}); see {log_path}")
     return time.time() - started
@@ -183,7 +190,7 @@ def saliency(source: tuple):
             procs = [subprocess.Popen([*_cli("saliency"), *common, "--stage=generate",
                                        "--num_workers=2", f"--worker_index={w}"], cwd=REPO,
                                       stdout=open(log + f".gen{w}", "a"),
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT, env=_env())
                      for w in range(2)]
             started = time.time()
             if any(p.wait() for p in procs):
@@ -201,15 +208,16 @@ def saliency(source: tuple):
     if not os.path.exists(dev_quality):  # the refined network on the ground-truth dev set
         _log("saliency: dev-set quality")
         started = time.time()
-        with open(dev_quality + ".tmp", "w") as out:
+        errors = os.path.join(SALIENCY_DIR, "dev_quality.log")
+        with open(dev_quality + ".tmp", "w") as out, open(errors, "w") as err:
             code = subprocess.call(
                 [sys.executable, os.path.join(REPO, "benchmarks", "saliency_quality.py"),
                  "--image_size=160", "--network_dir",
                  os.path.join(SALIENCY_DIR, "saliency_network")],
-                cwd=REPO, stdout=out, stderr=subprocess.DEVNULL,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                cwd=REPO, stdout=out, stderr=err, env=_env())
         if code:
-            raise RuntimeError("benchmarks/saliency_quality.py failed on the saliency network")
+            raise RuntimeError("benchmarks/saliency_quality.py failed on the saliency network; "
+                               f"see {errors}")
         os.replace(dev_quality + ".tmp", dev_quality)
         _add_seconds(SALIENCY_DIR, "dev_quality", time.time() - started)
     figure = os.path.join(SALIENCY_DIR, "saliency_samples.png")
@@ -268,6 +276,11 @@ def _provenance() -> dict:
     return {"commit": commit, "cpu": cpu, "date": datetime.date.today().isoformat()}
 
 
+def masks_done() -> bool:
+    """The mask folder is complete and recorded (the last act of `saliency`)."""
+    return os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json"))
+
+
 def uses_masks(cell: str) -> bool:
     return cell.startswith("relicv2") and "nomask" not in cell or "bg_" in cell
 
@@ -291,7 +304,7 @@ def run_all(deadline: float, workers: int = 2):
     import threading
 
     masks_ready, table_lock = threading.Event(), threading.Lock()
-    if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
+    if masks_done():
         masks_ready.set()
     first_item = BOOTSTRAP
 
@@ -303,6 +316,9 @@ def run_all(deadline: float, workers: int = 2):
             return  # done in an earlier session
         if uses_masks(cell):
             masks_ready.wait()
+            if not masks_done():
+                _log(f"{cell} seed {seed}: not started (no masks: the saliency stage failed)")
+                return
         _log(f"{cell} seed {seed}: train")
         train(cell, seed)  # the bootstrap retrains when this session has no masks yet
         if (cell, seed) == first_item and not masks_ready.is_set():
@@ -315,6 +331,9 @@ def run_all(deadline: float, workers: int = 2):
         if recorded:
             return
         masks_ready.wait()
+        if not masks_done():  # the background test sets are made from the masks
+            _log(f"{cell} seed {seed}: trained, not evaluated (no masks)")
+            return
         _log(f"{cell} seed {seed}: evaluate")
         evaluate(cell, seed)
         finish_record(cell, seed)
@@ -329,8 +348,7 @@ def run_all(deadline: float, workers: int = 2):
                 future.result()
             except Exception as error:  # one failed run must not stop the others
                 _log(f"FAILED: {error}")
-                if not masks_ready.is_set():
-                    masks_ready.set()  # unblock the others (their mask runs will fail too)
+                masks_ready.set()  # unblock the others (mask runs and evaluations then stop)
 
 
 # ------------------------------------------------------------------------------ the table

@@ -84,7 +84,13 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
     for name in ("train", "evaluate", "finish_record"):
         monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
-    monkeypatch.setattr(runner, "saliency", lambda source: calls.append(("saliency", *source)))
+
+    def saliency(source):
+        calls.append(("saliency", *source))
+        (tmp_path / "masks").mkdir()
+        (tmp_path / "masks" / "done.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "saliency", saliency)
     monkeypatch.setattr(runner, "write_table", lambda: None)
     monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("moco_v2", 1), ("relicv2", 1)])
     (tmp_path / "records").mkdir()
@@ -93,11 +99,42 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     runner.run_all(deadline=float("inf"), workers=1)
     assert calls == [("train", "byol", 0), ("saliency", "byol", 0), ("train", "relicv2", 0),
                      ("evaluate", "relicv2", 0), ("finish_record", "relicv2", 0)]
-    calls.clear()
-    (tmp_path / "masks").mkdir()
-    (tmp_path / "masks" / "done.json").write_text("{}")  # masks of this session exist
+    calls.clear()  # masks of this session exist now
     runner.run_all(deadline=float("inf"), workers=1)
     assert ("train", "byol", 0) not in calls and ("saliency", "byol", 0) not in calls
+
+
+def test_failed_masks_start_no_mask_run_and_no_evaluation(tmp_path, monkeypatch):
+    """Mask files of a saliency stage that failed half-way are not used: without its done.json
+    no run that needs masks starts and nothing is evaluated (runs without masks still train)."""
+    calls = []
+    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
+    monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
+    for name in ("train", "evaluate", "finish_record"):
+        monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
+
+    def failing_saliency(source):
+        (tmp_path / "masks").mkdir()  # some PNGs written, then the stage fails
+        raise RuntimeError("dev-set measurement failed")
+
+    monkeypatch.setattr(runner, "saliency", failing_saliency)
+    monkeypatch.setattr(runner, "write_table", lambda: None)
+    monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("relicv2", 1), ("simclr", 1)])
+    runner.run_all(deadline=float("inf"), workers=1)
+    assert calls == [("train", "byol", 0), ("train", "simclr", 0)]
+
+
+def test_jobs_import_this_checkout(tmp_path):
+    """Scripts the runner starts (benchmarks/saliency_quality.py) import the package of the
+    checkout the runner belongs to, installed or not."""
+    import subprocess
+    import sys
+
+    env = runner._env()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == runner.REPO
+    out = subprocess.run([sys.executable, "-c", "import relicv2_tf; print(relicv2_tf.__file__)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == os.path.join(runner.REPO, "relicv2_tf", "__init__.py")
 
 
 def test_extra_seeds_of_the_cheaper_headline_comparison_come_first():
