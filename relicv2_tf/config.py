@@ -213,6 +213,11 @@ def validate(config) -> None:
         if s.queue_size and s.queue_size < t.batch_size:
             fail(f"loss.queue_size={s.queue_size} must be 0 (no queue) or >= "
                  f"training.batch_size={t.batch_size}.")
+        if s.queue_size and t.max_steps <= 0 and s.queue_start_epochs >= t.num_epochs:
+            fail(f"loss.queue_size={s.queue_size} but loss.queue_start_epochs="
+                 f"{s.queue_start_epochs} >= training.num_epochs={t.num_epochs}: the queue "
+                 "would never be used. Start it earlier (SwAV: 15 of 200 epochs) or set "
+                 "--config.loss.queue_size=0.")
     from relicv2_tf.data import augment_tables
     from relicv2_tf.data import background as background_lib
     if d.augmentation not in augment_tables.AUGMENTATION_TABLES:

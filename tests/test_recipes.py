@@ -95,3 +95,23 @@ def test_flagship_config_on_tfds_names_the_masks_it_lacks():
 ])
 def test_bad_ema_and_knn_settings_are_refused(overrides, message):
     assert message in _validate_error(tiny_config(**overrides))
+
+
+def test_a_swav_queue_that_would_never_start_is_refused():
+    """A queue configured to start at or after the run's end is an error, not a silent no-op
+    (checked on the config for epoch-based runs and by the model for step-based ones)."""
+    import importlib
+
+    from relicv2_tf.methods import swav
+
+    config = importlib.import_module("experiments.configs.swav").get_config()
+    config.loss.queue_size, config.training.num_epochs = 3840, 15
+    config.training.batch_size = 256
+    config.loss.queue_start_epochs = 15.0
+    assert "the queue would never be used" in _validate_error(config)
+    config.loss.queue_start_epochs = 1.125
+    config_lib.validate(config)
+    config.model.depth, config.model.width_multiplier = 18, 0.25
+    config.loss.queue_start_epochs = 3.0  # step 150 of a 100-step run
+    with pytest.raises(ValueError, match="never be used"):
+        swav.SwAV(config.model, config.loss, total_steps=100, steps_per_epoch=50.0)

@@ -39,6 +39,12 @@ class SwAV(base.SelfSupervisedModel):
         self.queue_start_steps = round(loss_config.queue_start_epochs * steps_per_epoch)
         self.freeze_prototypes_steps = round(loss_config.freeze_prototypes_epochs
                                              * steps_per_epoch)
+        if self.queue_size and self.queue_start_steps >= total_steps:
+            raise ValueError(
+                f"loss.queue_size={self.queue_size} but the queue starts at step "
+                f"{self.queue_start_steps} (loss.queue_start_epochs="
+                f"{loss_config.queue_start_epochs}) and the run has {total_steps}: it would "
+                "never be used. Start it earlier or set --config.loss.queue_size=0.")
         dim = model_config.projector_output_dim
         self.prototypes = self.add_weight(
             shape=(loss_config.num_prototypes, dim), name="prototypes", trainable=True,
