@@ -83,10 +83,10 @@ def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
     assert "0 / 3" in rows["relicv2"]
 
 
-def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_path, monkeypatch):
-    """A fresh session (no runs/, records committed) trains only what has no record; without
-    masks, the bootstrap trains again (its encoder feeds the saliency network) but is not
-    re-evaluated."""
+def fake_runner(tmp_path, monkeypatch, cells, saliency_fails=False):
+    """The runner with its jobs replaced by recorders: returns the list of calls it makes.
+    The fake saliency stage writes the mask folder's done.json, or fails half-way (mask files,
+    no done.json)."""
     calls = []
     monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
     monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
@@ -96,12 +96,22 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
     def saliency(source):
         calls.append(("saliency", *source))
         (tmp_path / "masks").mkdir()
+        if saliency_fails:
+            raise RuntimeError("dev-set measurement failed")
         (tmp_path / "masks" / "done.json").write_text("{}")
 
     monkeypatch.setattr(runner, "saliency", saliency)
     monkeypatch.setattr(runner, "write_table", lambda: None)
-    monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("moco_v2", 1), ("relicv2", 1)])
+    monkeypatch.setattr(runner, "CELLS", cells)
     (tmp_path / "records").mkdir()
+    return calls
+
+
+def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_path, monkeypatch):
+    """A fresh session (no runs/, records committed) trains only what has no record; without
+    masks, the bootstrap trains again (its encoder feeds the saliency network) but is not
+    re-evaluated."""
+    calls = fake_runner(tmp_path, monkeypatch, [("byol", 1), ("moco_v2", 1), ("relicv2", 1)])
     for done in ("byol_seed0.json", "moco_v2_seed0.json"):
         (tmp_path / "records" / done).write_text("{}")
     runner.run_all(deadline=float("inf"), workers=1)
@@ -115,21 +125,10 @@ def test_runner_skips_recorded_runs_and_remakes_masks_from_the_bootstrap(tmp_pat
 def test_failed_masks_start_no_mask_run_and_no_evaluation(tmp_path, monkeypatch):
     """Mask files of a saliency stage that failed half-way are not used: without its done.json
     no run that needs masks starts and nothing is evaluated (runs without masks still train)."""
-    calls = []
-    monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path / "records"))
-    monkeypatch.setattr(runner.imagenette64, "MASK_DIR", str(tmp_path / "masks"))
-    for name in ("train", "evaluate", "finish_record"):
-        monkeypatch.setattr(runner, name, lambda c, s, name=name: calls.append((name, c, s)))
-
-    def failing_saliency(source):
-        (tmp_path / "masks").mkdir()  # some PNGs written, then the stage fails
-        raise RuntimeError("dev-set measurement failed")
-
-    monkeypatch.setattr(runner, "saliency", failing_saliency)
-    monkeypatch.setattr(runner, "write_table", lambda: None)
-    monkeypatch.setattr(runner, "CELLS", [("byol", 1), ("relicv2", 1), ("simclr", 1)])
+    calls = fake_runner(tmp_path, monkeypatch, [("byol", 1), ("relicv2", 1), ("simclr", 1)],
+                        saliency_fails=True)
     runner.run_all(deadline=float("inf"), workers=1)
-    assert calls == [("train", "byol", 0), ("train", "simclr", 0)]
+    assert calls == [("train", "byol", 0), ("saliency", "byol", 0), ("train", "simclr", 0)]
 
 
 def test_jobs_import_this_checkout(tmp_path):
