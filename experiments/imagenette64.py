@@ -390,10 +390,33 @@ def run_results(cell: str, seed: int) -> dict | None:
         return None
     metrics = bgs["metrics"]
     times = _json(os.path.join(directory, "wall_seconds.json")) or {}
+    logged = train_seconds_logged(cell, seed)
     return {"knn": knn["pretrained_top1"], "linear": linear["metrics"]["top1"],
             "original": metrics["original"], "only_fg": metrics["only_fg"],
             "mixed_same": metrics["mixed_same"], "mixed_rand": metrics["mixed_rand"],
-            "bg_gap": metrics["bg_gap"], "train_minutes": times.get("train", 0.0) / 60}
+            "bg_gap": metrics["bg_gap"],
+            "train_minutes": (logged or times.get("train", 0.0)) / 60,
+            "train_minutes_from": "tensorboard" if logged else "runner"}
+
+
+def train_seconds_logged(cell: str, seed: int) -> float:
+    """Training seconds of a run from its TensorBoard event files, one per segment (the first
+    run and each resume): from a file's creation to its last summary, summed. Unlike the
+    runner's own clock it counts segments that were killed (up to their last summary)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    total = 0.0
+    pattern = os.path.join(run_dir(cell, seed), "tensorboard", "train", "events*")
+    for path in glob.glob(pattern):
+        events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0,
+                                                                         "scalars": 0})
+        events.Reload()
+        tags = events.Tags()
+        times = ([e.wall_time for tag in tags["tensors"] for e in events.Tensors(tag)]
+                 + [e.wall_time for tag in tags["scalars"] for e in events.Scalars(tag)])
+        if times:
+            total += max(times) - events.FirstEventTimestamp()
+    return total
 
 
 def _mean_std(values):

@@ -174,6 +174,26 @@ def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):
     assert runner.knn_curve("swav", 0, 0.6) == []  # no monitor (the supervised baseline)
 
 
+def test_train_time_sums_the_segments_tensorboard_logged(tmp_path, monkeypatch):
+    """A run resumed once has two event files; its training time is the sum of both spans
+    (the runner's clock misses a segment the runner itself was stopped in)."""
+    import time
+
+    import tensorflow as tf
+
+    monkeypatch.setattr(runner, "ROOT", str(tmp_path))
+    directory = os.path.join(runner.run_dir("byol", 0), "tensorboard", "train")
+    for segment in range(2):
+        writer = tf.summary.create_file_writer(directory, filename_suffix=f".{segment}")
+        with writer.as_default():
+            time.sleep(1.0)
+            tf.summary.scalar("epoch_loss", 1.0, step=segment)
+        writer.close()
+    seconds = runner.train_seconds_logged("byol", 0)
+    assert 2.0 <= seconds < 10.0, seconds
+    assert runner.train_seconds_logged("simclr", 0) == 0.0
+
+
 def test_records_of_the_first_format_are_upgraded():
     """Records written before the curve format: x was the checkpoint interval (73 steps) and
     the end-of-run kNN was not on the curve."""
