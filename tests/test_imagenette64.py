@@ -29,12 +29,12 @@ def test_every_cell_is_a_valid_config_on_the_shared_budget(spec):
     assert (knn_data.source, knn_data.data_dir) == ("image_folder", imagenette64.IMAGENETTE_DIR)
 
 
-def test_swav_cell_uses_its_queue_and_more_prototypes_than_dimensions():
-    """SwAV's small-batch recipe: the queue starts inside the run, and with fewer prototypes than
-    embedding dimensions the run collapsed (docs/RECIPES.md)."""
+def test_swav_cell_uses_its_queue_and_the_authors_collapse_workaround():
+    """SwAV's small-batch recipe: the queue starts inside the run; epsilon 0.03 (swav README,
+    'loss stuck at ln(nmb_prototypes)'), 3,000 prototypes as in the paper (docs/RECIPES.md)."""
     config = imagenette64.get_config("swav")
     assert 0 < config.loss.queue_start_epochs < config.training.num_epochs
-    assert config.loss.num_prototypes > config.model.projector_output_dim
+    assert config.loss.epsilon == 0.03 and config.loss.num_prototypes == 3000
 
 
 def test_supervised_cell_has_the_same_budget():

@@ -91,13 +91,14 @@ SMALL_DATA = {
         # scripts/swav_200ep_bs256_pretrain.sh: batch 256, base_lr 0.6, 3,000 prototypes, a
         # queue of 3,840 from epoch 15 of 200), not the batch-4096 one: learning rate 0.6 per
         # 256; the queue from the same fraction of the run (15 / 200 of 15 epochs; from epoch 15
-        # it would never be used). The 3,000 prototypes stay: with fewer than the 128 embedding
-        # dimensions (100 were tried), every embedding can sit orthogonal to all prototype
-        # differences, and the run measured 2026-12-02 did: loss ln(100) from epoch 3 on,
-        # kNN at random-init level.
+        # it would never be used). Sinkhorn epsilon 0.03, not 0.05: the authors' first
+        # workaround (swav README, "Common issues") for a run whose loss sticks at
+        # ln(prototypes) from the start. Measured 2026-12-02 at epsilon 0.05: stuck at ln 3,000
+        # from epoch 3, kNN at random-init level; the same with 100 prototypes and no queue.
         "optimizer.base_learning_rate": 0.6,
         "loss.queue_size": 3840,
         "loss.queue_start_epochs": 15 / 200 * EPOCHS,
+        "loss.epsilon": 0.03,
     },
 }
 VARIANTS = ("nomask", "bg_rm", "bg_random", "bg_swaps")
