@@ -432,6 +432,46 @@ def _fmt(values, scale=100.0, digits=1):
 
 
 COLUMNS = ["knn", "linear", "original", "only_fg", "mixed_same", "mixed_rand", "bg_gap"]
+# The two headline comparisons, (with, without): differences are taken seed by seed, since the
+# two runs of a seed share the initialisation and the data order.
+HEADLINES = [("relicv2", "relicv2,nomask"), ("byol,bg_rm", "byol")]
+PAIRED_COLUMNS = [("knn", "kNN"), ("linear", "linear"), ("only_fg", "Only-FG"),
+                  ("bg_gap", "BG-Gap")]
+
+
+def paired_difference(differences, confidence=0.95):
+    """Mean of per-seed differences, their sample standard deviation and the two-sided
+    Student-t confidence interval of the mean (None for fewer than two seeds)."""
+    from scipy import stats
+    mean, std = _mean_std(differences)
+    if std is None:
+        return mean, None, None
+    half = stats.t.ppf(0.5 + confidence / 2, len(differences) - 1) * std / math.sqrt(
+        len(differences))
+    return mean, std, (mean - half, mean + half)
+
+
+def paired_rows() -> list:
+    """One row per headline comparison: per-seed differences (with - without, points) and
+    their mean with the 95 % t interval, on the seeds both cells have."""
+    rows = []
+    for with_, without in HEADLINES:
+        seeds = [s for s in range(dict(CELLS)[with_])
+                 if cell_results(with_, s) and cell_results(without, s)]
+        cells = []
+        for key, _ in PAIRED_COLUMNS:
+            diffs = [100 * (cell_results(with_, s)[key] - cell_results(without, s)[key])
+                     for s in seeds]
+            if not diffs:
+                cells.append("-")
+                continue
+            mean, _, interval = paired_difference(diffs)
+            text = " / ".join(f"{d:+.1f}" for d in diffs) + f"; mean {mean:+.1f}"
+            if interval:
+                text += f" [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+            cells.append(text)
+        rows.append(f"| {with_} - {without} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def table_rows() -> list:
@@ -541,7 +581,14 @@ def write_table():
                 used.setdefault(record.get("masks") or "none", []).append(f"{cell} s{seed}")
     sets = "\n".join(f"* mask set `{mask}` (docs/results/imagenette64/saliency.json): "
                      + ", ".join(runs) for mask, runs in used.items())
-    table = f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{sets}\n{marker}"
+    paired_header = (
+        "Headline comparisons, paired by seed (percentage points, with - without; per seed "
+        "0 / 1 / 2, then the mean and its 95 % Student-t interval):\n\n"
+        "| comparison | seeds | " + " | ".join(name for _, name in PAIRED_COLUMNS) + " |\n"
+        + "|---" * (len(PAIRED_COLUMNS) + 2) + "|")
+    paired = paired_header + "\n" + "\n".join(paired_rows())
+    table = (f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{sets}\n\n{paired}\n"
+             f"{marker}")
     if os.path.exists(RESULTS_MD):
         text = open(RESULTS_MD).read()
         if text.count(marker) == 2:
@@ -555,7 +602,7 @@ def write_table():
     with open(RESULTS_MD + ".tmp", "w") as f:
         f.write(text)
     os.replace(RESULTS_MD + ".tmp", RESULTS_MD)
-    print("\n".join([header] + rows))
+    print("\n".join([header] + rows) + "\n\n" + paired)
 
 
 def main():
