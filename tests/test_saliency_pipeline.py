@@ -10,7 +10,9 @@ from experiments.configs import saliency_imagenette
 from relicv2_tf.saliency import generate
 from tests.conftest import REPO
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# The benchmark script runs from this checkout, installed or not (like the other script tests).
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+       "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_imagenette_config_covers_both_splits_and_needs_an_encoder():
