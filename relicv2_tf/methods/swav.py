@@ -1,8 +1,9 @@
 """SwAV (Caron et al. 2020): swapped prediction of online Sinkhorn codes, with multi-crop.
 
-Per step: the L large and S small crops go through the online encoder and projector (one pass per
-resolution), are L2-normalised and scored against K prototypes (rows of a [K, D] weight matrix,
-L2-normalised in the forward pass). For each large crop (`code_views`) the Sinkhorn-Knopp codes
+Per step: the L large and S small crops go through the online encoder (one pass per
+resolution) and the projector (one pass over all crops, as in the authors' code), are
+L2-normalised and scored against K prototypes (rows of a [K, D] weight matrix, L2-normalised in
+the forward pass). For each large crop (`code_views`) the Sinkhorn-Knopp codes
 (epsilon, 3 iterations) are computed over the global batch, with the queue's stored embeddings
 in front once the queue is full; every other crop predicts them through a softmax at
 `temperature` (eq. 1-2). No target network.
@@ -89,10 +90,22 @@ class SwAV(base.SelfSupervisedModel):
 
         cross_replica.update_variables([(self.queue, push, (embeddings, active))])
 
+    def crop_embeddings(self, large, small=None):
+        """L2-normalised projections of every crop, a list of [b, D] in view order (large, then
+        small). The encoder runs once per resolution, the projector once over all crops
+        together, as in the authors' multi-crop forward (facebookresearch/swav,
+        src/resnet50.py: backbone per resolution, head on the concatenation): the head's batch
+        norm normalises large and small crops with shared statistics."""
+        features = [self.online_encoder(base.views_to_batch(large), training=True)]
+        num_views = large.shape[1]
+        if small is not None and small.shape[1]:
+            features.append(self.online_encoder(base.views_to_batch(small), training=True))
+            num_views += small.shape[1]
+        projections = self.online_projector(tf.concat(features, axis=0), training=True)
+        return base.split_views(losses.l2_normalize(projections), num_views)
+
     def train_step(self, data):
         large, small = data["large"], data.get("small")
-        num_large = large.shape[1]
-        num_small = 0 if small is None else small.shape[1]
         _, num_replicas = cross_replica.replica_info()
         global_batch = int(large.shape[0]) * num_replicas
         step = self.optimizer.iterations
@@ -101,12 +114,7 @@ class SwAV(base.SelfSupervisedModel):
 
         with tf.GradientTape() as tape:
             prototypes = losses.l2_normalize(self.prototypes)
-            embeddings = base.split_views(
-                losses.l2_normalize(self.online_projections(base.views_to_batch(large))),
-                num_large)
-            if num_small:
-                embeddings += base.split_views(losses.l2_normalize(
-                    self.online_projections(base.views_to_batch(small))), num_small)
+            embeddings = self.crop_embeddings(large, small)
             scores = [tf.matmul(z, prototypes, transpose_b=True) for z in embeddings]
             codes = {v: self.codes(scores[v], i, prototypes, queue_in_use)
                      for i, v in enumerate(self.code_views)}
