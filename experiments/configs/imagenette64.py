@@ -95,7 +95,7 @@ SMALL_DATA = {
         # workaround (swav README, "Common issues") for a run whose loss sticks at
         # ln(prototypes) from the start. Measured 2026-12-02 at epsilon 0.05: stuck at ln 3,000
         # from epoch 3, kNN at random-init level; the same with 100 prototypes and no queue.
-        # At 0.03 it collapsed too (kNN 21.5): kept as the authors' documented remedy, not as
+        # At 0.03 it collapsed too (kNN 22.9): kept as the authors' documented remedy, not as
         # one that worked here. Exploratory runs point at the 28 px small crops, not the
         # prototypes (docs/results/imagenette64.md, Reading); the protocol keeps SwAV's crops.
         "optimizer.base_learning_rate": 0.6,
