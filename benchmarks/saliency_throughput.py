@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -22,7 +23,10 @@ import threadpoolctl
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGENETTE = os.path.join(ROOT, "..", "shared", "data", "imagenette", "val")
+sys.path.insert(0, ROOT)
+from experiments.configs import common  # noqa: E402  (no TensorFlow)
+
+IMAGENETTE = common.data_path("imagenette", "val")
 
 
 def load_images(num, size):

@@ -49,7 +49,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
+sys.path.insert(0, str(REPO))
+from experiments.configs import common  # noqa: E402  (no TensorFlow)
+
+DEFAULT_DATA = pathlib.Path(common.data_path("imagenette"))
 FORMULA = ("flop_multiple = (L*FB_online(large) + L*F_target(large) + S*FB_online(small)) / "
            "FB_supervised(large); limit_ratio = relicv2_images_per_s * flop_multiple / "
            "supervised_images_per_s")

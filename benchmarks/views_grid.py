@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,7 +29,10 @@ from relicv2_tf import config as config_lib  # noqa: E402
 from relicv2_tf.data import normalize, readers, views  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
+sys.path.insert(0, str(REPO))
+from experiments.configs import common  # noqa: E402  (no TensorFlow)
+
+DEFAULT_DATA = pathlib.Path(common.data_path("imagenette"))
 FILES = ("val/n01440764", "val/n02102040", "val/n03394916")  # tench, springer, French horn
 
 

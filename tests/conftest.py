@@ -1,4 +1,12 @@
-"""Shared test fixtures: quiet TensorFlow, tiny configs, the ../shared location."""
+"""Shared test fixtures: quiet TensorFlow, tiny configs, the real data under ../shared/data.
+
+Real data (Imagenette, the saliency dev set) live under `experiments.configs.common.data_root()`:
+$RELICV2_DATA_ROOT, else ../shared/data beside the repository (CI has it; a user's clone does
+not). A test that reads them carries `@pytest.mark.shared_data("<subfolder>", ...)` and takes the
+`data_root` fixture; it is skipped, with the reason, when a subfolder is absent. Every other test
+runs with $RELICV2_DATA_ROOT pointing at a folder that does not exist, so a test that reaches the
+real data without the marker fails in CI exactly as it would on a user's clone
+(tests/test_shared_data_guard.py checks the rule itself)."""
 
 import os
 from pathlib import Path
@@ -13,15 +21,45 @@ from relicv2_tf import distribute  # noqa: E402  (does not import TensorFlow)
 distribute.avoid_onednn_bfloat16()
 
 import pytest  # noqa: E402
+from experiments.configs import common as configs_common  # noqa: E402
 from experiments.configs.common import set_fields  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# What unmarked tests see as the data root: never a real folder.
+HIDDEN_DATA_ROOT = "/nonexistent/relicv2-data-root (hidden from tests without the shared_data marker)"
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: large Keras builds (~7 s each); deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "shared_data(*subfolders): reads real data under the data root "
+        "($RELICV2_DATA_ROOT or ../shared/data); skipped when a subfolder is absent")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The `data_root` fixture is only for tests that declare the data they read."""
+    unmarked = [item.nodeid for item in items if "data_root" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("shared_data") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests take the data_root fixture without @pytest.mark.shared_data(...): "
+            + ", ".join(unmarked) + " (add the marker naming the subfolders they read).")
+
+
+@pytest.fixture(autouse=True)
+def _shared_data_rule(request, monkeypatch):
+    """Marked tests: skip unless their subfolders exist. Unmarked tests: hide the data root."""
+    marker = request.node.get_closest_marker("shared_data")
+    if marker is None:
+        monkeypatch.setenv(configs_common.DATA_ROOT_ENV, HIDDEN_DATA_ROOT)
+        return
+    root = Path(configs_common.data_root())
+    missing = [name for name in marker.args or ("",) if not (root / name).is_dir()]
+    if missing:
+        pytest.skip(f"needs the real data {', '.join(str(root / m) for m in missing)}: absent "
+                    f"(CI lays out ../shared/data beside the repository; a user's clone has none; "
+                    f"set ${configs_common.DATA_ROOT_ENV} to a folder that has it)")
 
 
 def tiny_config(**overrides):
@@ -51,8 +89,6 @@ def tiny_config(**overrides):
 
 
 @pytest.fixture
-def shared_dir():
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent (it exists beside the project in CI, not in a user's "
-                    "clone)")
-    return SHARED
+def data_root():
+    """The real-data root of a `shared_data` test (its subfolders exist: checked before)."""
+    return Path(configs_common.data_root())

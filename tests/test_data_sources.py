@@ -2,7 +2,6 @@
 
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import tensorflow as tf
 from relicv2_tf import config as config_lib
 from relicv2_tf.data import image_checks, readers, sources, tfrecord_format
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def data_config(**overrides):
@@ -255,10 +253,9 @@ def test_unknown_source_and_bad_settings_fail_with_fix():
         sources.make_source(data_config(source="tfrecord", data_dir="/does/not/*.tfrecord"))
 
 
-def test_imagenette_folder_if_present():
-    root = SHARED / "data" / "imagenette"
-    if not root.is_dir():
-        pytest.skip(f"{root} not present (shared Imagenette ImageFolder)")
+@pytest.mark.shared_data("imagenette")
+def test_imagenette_folder(data_root):
+    root = data_root / "imagenette"
     config = data_config(source="image_folder", data_dir=str(root), split="val", num_examples=20)
     examples = collect(sources.make_source(config))
     assert len(examples) == 20

@@ -15,7 +15,6 @@ from relicv2_tf.evaluation import (analysis, backgrounds, batches, features, fin
                                    transfer)
 from relicv2_tf.models import resnet
 
-SHARED = Path(__file__).parents[1] / ".." / "shared"
 
 
 def colour_examples(num_classes=3, per_class=6, size=36, seed=0):
@@ -217,10 +216,9 @@ def test_analysis_figures_are_pngs(tmp_path):
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_linear_eval_on_imagenette_subset():
-    root = SHARED / "data" / "imagenette"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent (the shared Imagenette ImageFolder).")
+@pytest.mark.shared_data("imagenette")
+def test_linear_eval_on_imagenette_subset(data_root):
+    root = data_root / "imagenette"
     data = config_lib.get_default_config().data
     data.source, data.data_dir, data.num_examples = "image_folder", str(root), 30
     train = inputs.labelled_examples(data, "train")

@@ -4,18 +4,37 @@ runner's table aggregates seeds correctly (experiments/imagenette64.py)."""
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from experiments import imagenette64 as runner
+from experiments.configs import common as configs_common
 from experiments.configs import imagenette64
 from relicv2_tf import config as config_lib
 
 SPECS = [cell for cell, _ in runner.CELLS if cell != "supervised"]
 
 
+@pytest.fixture
+def generated_imagenette(tmp_path, monkeypatch):
+    """A data root whose imagenette/ holds a few generated images per split and class (the
+    real folder's layout), so the cells validate on a clone without ../shared."""
+    for split in ("train", "val"):
+        for name in ("n01440764", "n02102040"):
+            folder = tmp_path / "imagenette" / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                pixels = np.full((40, 48, 3), 60 * i + 40, np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG")
+    monkeypatch.setenv(configs_common.DATA_ROOT_ENV, str(tmp_path))
+    return tmp_path / "imagenette"
+
+
 @pytest.mark.parametrize("spec", SPECS)
-def test_every_cell_is_a_valid_config_on_the_shared_budget(spec):
+def test_every_cell_is_a_valid_config_on_the_shared_budget(spec, generated_imagenette):
     config = imagenette64.get_config(spec)
+    assert config.data.data_dir == str(generated_imagenette)  # read at get_config time
     config_lib.validate(config)
     for key, value in imagenette64.SHARED.items():
         section, name = key.split(".")
@@ -26,7 +45,17 @@ def test_every_cell_is_a_valid_config_on_the_shared_budget(spec):
     assert (config.data.mask_apply_prob > 0) == (spec == "relicv2")
     from relicv2_tf.evaluation import knn_report
     knn_data = knn_report.labelled_data_config(config)  # the monitor reads Imagenette
-    assert (knn_data.source, knn_data.data_dir) == ("image_folder", imagenette64.IMAGENETTE_DIR)
+    assert (knn_data.source, knn_data.data_dir) == ("image_folder", str(generated_imagenette))
+
+
+@pytest.mark.shared_data("imagenette")
+def test_the_real_imagenette_matches_the_protocol_constants(data_root):
+    """TRAIN_EXAMPLES (the budget's steps per epoch) is the real train split's size, and the
+    cells validate on the real folder too."""
+    train = data_root / "imagenette" / "train"
+    count = sum(1 for path in train.glob("*/*") if path.is_file())
+    assert count == imagenette64.TRAIN_EXAMPLES
+    config_lib.validate(imagenette64.get_config("relicv2"))
 
 
 def test_swav_cell_uses_its_queue_and_the_authors_collapse_workaround():

@@ -3,9 +3,12 @@
 Parsing only (no model is built): each "## experiments/configs/<module>[:<arg>].py" section holds a
 `| key | value | source |` table; the config is imported, `get_config([arg])` flattened to dotted
 keys, and every key must have a row whose value (a Python literal in backticks) equals the
-config's and whose source starts with a citation or "assumed:", "operational:", "unused:". The
-background variants (`*_bg_*.py`) share one `| config | key | value | source |` table listing
-exactly the keys they change with respect to their base config.
+config's and whose source starts with one label: "quoted: <paper> ..." (the value is written
+there), "inferred: <from what, and why>", "code: <repository> ..." (the authors' code),
+"assumed: <reason>", "operational: <what>" or "unused: <why>". The background variants
+(`*_bg_*.py`) share one `| config | key | value | source |` table listing exactly the keys they
+change with respect to their base config. The ReLICv2 flagship's pretraining keys whose numbers
+the extracted text lost can never be `quoted:`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ from pathlib import Path
 import ml_collections
 import pytest
 
+from experiments.configs import common as configs_common
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "RECIPES.md"
 CONFIG_DIR = REPO / "experiments" / "configs"
+
+DATA_ROOT_PLACEHOLDER = "$RELICV2_DATA_ROOT"  # configs_common.data_root() in a value cell
 
 # Configs that must have a section (the paper recipes); any other documented section is checked too.
 DOCUMENTED_CONFIGS = (
@@ -34,14 +41,39 @@ DOCUMENTED_CONFIGS = (
 )
 BACKGROUND_VARIANTS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*_bg_*.py")))
 
-# A source starts with a paper (name + section / table / appendix) or the authors' code ...
-CITATIONS = (
-    "ReLICv2 ", "BYOL ", "SimCLR ", "MoCo ", "MoCo-v2 ", "SwAV ", "Ryali et al.", "DeepUSPS",
-    "google-deepmind/relicv2 ", "deepmind-research/byol", "google-research/simclr ",
-    "facebookresearch/moco ", "facebookresearch/swav ",
+# A source cell starts with exactly one label. `quoted:` names the paper whose text writes the
+# value (then section / table / appendix), `code:` the authors' repository (then file and flag);
+# `inferred:` says from what the value is read and why, the others why there is no source.
+PAPERS = ("ReLICv2 ", "BYOL ", "SimCLR ", "MoCo ", "MoCo-v2 ", "SwAV ", "Ryali et al.", "DeepUSPS")
+REPOSITORIES = ("google-deepmind/relicv2 ", "deepmind-research/byol", "google-research/simclr ",
+                "facebookresearch/moco ", "facebookresearch/swav ")
+LABELS = {"quoted:": PAPERS, "code:": REPOSITORIES, "inferred:": None, "assumed:": None,
+          "operational:": None, "unused:": None}
+
+# Pretraining keys of the ReLICv2 flagship whose number the extracted ReLICv2 text lost (or never
+# gives): docs/RECIPES.md, "What the ReLICv2 text lost". A value for them is read off a table or
+# an ablation (`inferred:`), or taken from elsewhere (`assumed:` / `code:`), never `quoted:`.
+FLAGSHIP = "relicv2_r50_imagenet"
+RELICV2_LOST_KEYS = (
+    "training.num_epochs",                     # B: 'we train our models for [lost] epochs'
+    "training.batch_size",                     # B: 'a batch size of [lost]'
+    "optimizer.warmup_epochs",                 # B: 'a warm-up period of [lost] epochs'
+    "optimizer.base_learning_rate",            # B: none given; D.1 (JFT): lost
+    "optimizer.weight_decay",                  # B: LARS details not given
+    "optimizer.momentum",
+    "optimizer.eeta",
+    "optimizer.nesterov",
+    "optimizer.exclude_from_weight_decay",
+    "optimizer.exclude_from_layer_adaptation",
+    "training.base_target_ema",                # D.1: lost; G.3: 'between [lost] and [lost]'
+    "training.target_ema_schedule",            # G.3: the update formula was lost
+    "loss.temperature",                        # D.1: lost
+    "loss.contrast_scale",                     # D.1: lost
+    "loss.alpha",                              # D.1: invariance scales lost
+    "loss.num_negatives",                      # 2.1: 'a small number of points'
+    "data.mask_apply_prob",                    # 2.2: 'with a small probability [lost]'; D.1
+    "data.mask_min_fraction",                  # F.2: 'covers at least [lost] of the image'
 )
-# ... or says why there is none.
-CATEGORIES = ("assumed:", "operational:", "unused:")
 
 HEADING = re.compile(r"^##\s+experiments/configs/(\w+)\.py(?::(\S+))?\s*$")
 CONFIG_TABLE = ["key", "value", "source"]
@@ -115,18 +147,27 @@ def _literal(cell: str, number: int):
                       "prints it: 0.2, 'relicv2', (0.08, 1.0), True)")
 
 
+def _label(source: str):
+    return next((label for label in LABELS if source.startswith(label)), None)
+
+
 def _source_problem(source: str):
     if not source:
         return "has no source"
-    for category in CATEGORIES:
-        if source.startswith(category):
-            if len(source[len(category):].strip()) < 3:
-                return f"source {source!r} needs a reason after '{category}'"
-            return None
-    if source.startswith(CITATIONS):
-        return None
-    return (f"source {source[:60]!r}... must start with a paper / code citation "
-            f"({', '.join(c.strip() for c in CITATIONS)}) or one of {CATEGORIES}")
+    label = _label(source)
+    if label is None:
+        return (f"source {source[:60]!r}... must start with one of {tuple(LABELS)} "
+                "('quoted: <paper, section>', 'inferred: <from what>', 'code: <repository, file, "
+                "flag>', 'assumed: <reason>', 'operational: <what>', 'unused: <why>')")
+    detail = source[len(label):].strip()
+    if len(detail) < 3:
+        return f"source {source!r} needs a reason or citation after '{label}'"
+    names = LABELS[label]
+    if names and not detail.startswith(names):
+        return (f"source {source[:60]!r}... : after '{label}' name the "
+                f"{'paper' if label == 'quoted:' else 'repository'} first (one of "
+                f"{', '.join(n.strip() for n in names)})")
+    return None
 
 
 def _same(documented, actual) -> bool:
@@ -219,6 +260,10 @@ def _check_rows(rows, actual: dict, where: str, what: str) -> list[str]:
                             "or rename it")
             continue
         value, problem = _literal(value_cell, number)
+        if isinstance(value, str) and value.startswith(DATA_ROOT_PLACEHOLDER):
+            # A path under the real-data root (experiments/configs/common.py): where it is
+            # depends on the machine, so the row names the root, not the path.
+            value = configs_common.data_root() + value[len(DATA_ROOT_PLACEHOLDER):]
         if problem:
             problems.append(f"{where}: {problem}")
         elif not _same(value, actual[key]):
@@ -281,4 +326,30 @@ def test_background_variant_documents_what_it_changes(variant):
     rows = [(number, key, value, source) for number, (name, key, value, source) in VARIANT_ROWS
             if name == f"`{variant}`"]
     problems += _check_rows(rows, changed, where, f"a value {variant} changes from {base}")
+    _fail(problems)
+
+
+def test_lost_relicv2_numbers_are_never_quoted():
+    """The ReLICv2 text lost these numbers: no row can say the paper writes them."""
+    where = f"section '## experiments/configs/{FLAGSHIP}.py'"
+    if FLAGSHIP not in SECTIONS:
+        _fail([f"{where} is missing"])
+    sources = {}
+    for number, cells in SECTIONS[FLAGSHIP]:
+        key, problem = _unquote(cells[0], "key", number)
+        if not problem:
+            sources[key] = (number, cells[2])
+    config = _config(FLAGSHIP)
+    problems = []
+    for key in RELICV2_LOST_KEYS:
+        if key not in config:
+            problems.append(f"`{key}` is no longer a key of {FLAGSHIP}.get_config(); update "
+                            "RELICV2_LOST_KEYS in tests/test_recipes_doc.py")
+        elif key not in sources:
+            problems.append(f"{where}: `{key}` has no row")
+        elif _label(sources[key][1]) == "quoted:":
+            number, source = sources[key]
+            problems.append(f"{where}: line {number}: `{key}` is labelled 'quoted:', but the "
+                            "ReLICv2 text lost this number (see 'What the ReLICv2 text lost'); "
+                            f"label it 'inferred: <from what>' or 'assumed: <reason>': {source!r}")
     _fail(problems)

@@ -97,8 +97,8 @@ def _pysod_scores(maps, masks):
 
 
 @pytest.fixture
-def dev_pairs(shared_dir):
-    return _dev_pairs(str(shared_dir / "data" / "saliency_dev"))
+def dev_pairs(data_root):
+    return _dev_pairs(str(data_root / "saliency_dev"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,6 +123,7 @@ def _dev_pairs(root):
     return maps, masks
 
 
+@pytest.mark.shared_data("saliency_dev")
 def test_dataset_scores_match_pysodmetrics_on_real_maps(dev_pairs):
     maps, masks = dev_pairs
     reference = _pysod_scores(maps, masks)
@@ -131,6 +132,7 @@ def test_dataset_scores_match_pysodmetrics_on_real_maps(dev_pairs):
         assert ours[key] == pytest.approx(value, abs=1e-9), key
 
 
+@pytest.mark.shared_data("saliency_dev")
 def test_per_image_values_and_curves_match_pysodmetrics(dev_pairs):
     py_sod_metrics = pytest.importorskip("py_sod_metrics", reason=PYSOD_HINT)
     maps, masks = dev_pairs

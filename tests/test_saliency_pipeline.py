@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments.configs import saliency_imagenette
 from relicv2_tf.saliency import generate
 from tests.conftest import REPO
@@ -42,11 +44,12 @@ def test_refine_without_an_encoder_stops_with_the_flag_to_set(tmp_path):
     assert "allow_random_init=True" in result.stderr
 
 
-def test_quality_benchmark_prints_every_method_and_metric(shared_dir):
+@pytest.mark.shared_data("saliency_dev")
+def test_quality_benchmark_prints_every_method_and_metric(data_root):
     result = subprocess.run(
         [sys.executable, "benchmarks/saliency_quality.py", "--folders=salbenchmark_set1",
          "--limit=2", "--image_size=96",
-         f"--dev_dir={shared_dir / 'data' / 'saliency_dev'}"],
+         f"--dev_dir={data_root / 'saliency_dev'}"],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -145,12 +145,13 @@ def test_foreground_background_check_separates_object_from_context():
 
 
 # ------------------------------------------------------------------------------ real photos
-def test_priors_beat_a_centre_gaussian_on_real_photos(shared_dir):
+@pytest.mark.shared_data("saliency_dev")
+def test_priors_beat_a_centre_gaussian_on_real_photos(data_root):
     """The first frame of each of the 20 DAVIS validation videos (independent scenes, one
     primary object each), square-resized to 128 px as the pipeline does: every prior beats the
     content-free centre Gaussian on S-measure and MAE by a clear margin. Catches a prior (or
     the shared SLIC) that silently degrades to a blob."""
-    folder = shared_dir / "data" / "saliency_dev" / "davis2016_val_every10"
+    folder = data_root / "saliency_dev" / "davis2016_val_every10"
     first_frames = {}
     for example in dev_set.load_folder(str(folder)):
         first_frames.setdefault(example.group, example)

@@ -17,7 +17,7 @@ def get_config():
     config.mode = "masks"
     config.head = "train"
     config.data.source = "image_folder"
-    config.data.data_dir = imagenette64.IMAGENETTE_DIR
+    config.data.data_dir = imagenette64.imagenette_dir()
     config.data.mask_dir = imagenette64.MASK_DIR
     config.train_split = "train"
     config.test_split = "val"

@@ -10,6 +10,6 @@ from experiments.configs import common
 
 def get_config():
     config = common.imagenet_pretraining("byol")
-    config.training.target_ema_schedule = "cosine"  # tau_base -> 1 (section 3.2)
+    config.training.target_ema_schedule = "cosine"  # tau_base -> 1 (section 3.3)
     config.training.base_target_ema = 0.996
     return config

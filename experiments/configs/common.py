@@ -1,9 +1,28 @@
 """What the configs share, written once: setting dotted fields, the ImageNet pretraining setup
 of every method, the encoder section of every evaluation protocol."""
 
+import os
+
 import ml_collections
 
 from relicv2_tf import config as config_lib
+
+# The real-data benchmarks (Imagenette, the saliency dev set) read `imagenette/` and
+# `saliency_dev/` under this folder: $RELICV2_DATA_ROOT when set (e.g. your own download of
+# Imagenette), else ../shared/data beside the repository, where CI lays them out.
+DATA_ROOT_ENV = "RELICV2_DATA_ROOT"
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def data_root() -> str:
+    """The folder of the real-data sets (see DATA_ROOT_ENV); read at call time, not import."""
+    return os.environ.get(DATA_ROOT_ENV) or os.path.normpath(
+        os.path.join(_REPO, "..", "shared", "data"))
+
+
+def data_path(*parts: str) -> str:
+    """A path under `data_root()`, e.g. data_path("imagenette", "val")."""
+    return os.path.join(data_root(), *parts)
 
 
 def set_fields(config, fields: dict):

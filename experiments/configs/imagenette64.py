@@ -23,7 +23,6 @@ from experiments.configs import common
 from experiments.configs.background_augmentations import with_background
 
 _ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-IMAGENETTE_DIR = os.path.join(os.path.dirname(_ROOT), "shared", "data", "imagenette")
 # Where experiments/imagenette64.py writes the saliency masks, <class>/<stem>.png for the train
 # and val images together (their file names are distinct).
 MASK_DIR = os.path.join(_ROOT, "runs", "imagenette64", "masks")
@@ -41,7 +40,6 @@ STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH_SIZE  # 73 (the pipeline drops the las
 SHARED = {
     "data.source": "image_folder",
     "data.tfds_name": "",
-    "data.data_dir": IMAGENETTE_DIR,
     "data.split": "train",
     "data.cache": True,  # 9,469 decoded 224 px images: 1.4 GB
     "data.image_size": 64,
@@ -107,6 +105,11 @@ SMALL_DATA = {
 VARIANTS = ("nomask", "bg_rm", "bg_random", "bg_swaps")
 
 
+def imagenette_dir() -> str:
+    """The Imagenette ImageFolder (`train/`, `val/`): common.data_root()/imagenette."""
+    return common.data_path("imagenette")
+
+
 def supervised_config():
     """The supervised baseline on the same budget: same encoder, 64 px, batch, epochs; the
     standard supervised recipe (experiments/configs/supervised_demo.py: SGD Nesterov 0.9,
@@ -115,7 +118,7 @@ def supervised_config():
     config.model.depth = SHARED["model.depth"]
     config.model.width_multiplier = SHARED["model.width_multiplier"]
     config.data.source = "image_folder"
-    config.data.data_dir = IMAGENETTE_DIR
+    config.data.data_dir = imagenette_dir()
     config.data.num_examples = -1
     config.train_split, config.test_split = "train", "val"
     config.eval_batch_size = 256
@@ -144,6 +147,7 @@ def get_config(spec="relicv2"):
                          "masking; the other methods have none (use the bare method name).")
     config = importlib.import_module(f"experiments.configs.{PAPER_CONFIGS[method]}").get_config()
     common.set_fields(config, {**SHARED, **SMALL_DATA[method]})
+    config.data.data_dir = imagenette_dir()
     if method != "swav":  # SwAV's small crops are part of its recipe; ReLICv2 keeps its two
         config.data.num_small_views = 2 if method == "relicv2" else 0
     if variants == ["nomask"]:

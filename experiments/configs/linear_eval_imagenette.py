@@ -1,4 +1,4 @@
-"""Linear evaluation on Imagenette (10 ImageNet classes, ../shared/data/imagenette) on a CPU.
+"""Linear evaluation on Imagenette (10 ImageNet classes, $RELICV2_DATA_ROOT/imagenette, default ../shared/data/imagenette) on a CPU.
 
   relicv2-linear-eval --config=experiments/configs/linear_eval_imagenette.py \
       --config.encoder_dir=runs/demo/encoder --output_dir=runs/linear_imagenette
@@ -8,7 +8,7 @@ Same protocol as linear_eval_imagenet.py at a reduced resolution (64 px crops fr
 so the encoder runs once over the data (minutes on 2 CPU cores).
 """
 
-from experiments.configs import linear_eval_imagenet
+from experiments.configs import common, linear_eval_imagenet
 
 
 def get_config():
@@ -18,7 +18,7 @@ def get_config():
     config.num_classes = 10
     config.data.source = "image_folder"
     config.data.tfds_name = ""
-    config.data.data_dir = "../shared/data/imagenette"
+    config.data.data_dir = common.data_path("imagenette")
     config.data.num_examples = -1
     config.train_split = "train"
     config.test_split = "val"

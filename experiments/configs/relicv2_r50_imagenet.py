@@ -1,7 +1,9 @@
 """ReLICv2, ResNet-50, ImageNet, 1000 epochs (Tomasev et al. 2022, section 3, appendices B, F, G).
 
-Every value and its source (paper table / section, or "assumed" where the ReLICv2 text we have
-lost the number) is in docs/RECIPES.md; tests/test_recipes.py checks this file against it.
+Every value and its source is in docs/RECIPES.md, labelled "quoted" (the paper writes it),
+"inferred" (read off a table or ablation: batch 4096, 1000 epochs, EMA 0.99, p_m 0.1, K = 10),
+"code" or "assumed" (the ReLICv2 text we have lost the number: the optimiser is BYOL's);
+tests/test_recipes_doc.py checks this file against it.
 
 Saliency masking (p_m = 0.1, Table 18) needs a mask per image, so the data are the TFRecord
 shards {image, mask, label, id} written by `relicv2-saliency` (priors -> refine -> generate over
@@ -21,7 +23,8 @@ from relicv2_tf import config as config_lib
 def get_config():
     # Every value not set here is relicv2_tf/config.py's default, which is ReLICv2's recipe:
     # ResNet-50, 4 x 224 + 2 x 96 px views (Table 16 augmentations), masking p 0.1, K = 10
-    # negatives, constant target EMA 0.99, LARS, batch 4096, 1000 epochs (docs/RECIPES.md).
+    # negatives, constant target EMA 0.99, LARS, batch 4096, 1000 epochs (docs/RECIPES.md: the
+    # text lost p, K, the EMA, the batch and the epochs; they are inferred from its ablations).
     config = config_lib.get_default_config()
     common.set_fields(config, {
         "data.source": "tfrecord",

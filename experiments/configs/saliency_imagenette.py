@@ -46,16 +46,14 @@ end to end in under two minutes.
 
 import os
 
-from experiments.configs import saliency_imagenet
-
-_IMAGENETTE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                            "..", "..", "..", "shared", "data", "imagenette"))
+from experiments.configs import common, saliency_imagenet
 
 
 def get_config():
+    imagenette = common.data_path("imagenette")  # $RELICV2_DATA_ROOT or ../shared/data
     config = saliency_imagenet.get_config()
     config.workdir = "/tmp/relicv2_saliency_imagenette"
-    config.data.data_dir = os.path.join(_IMAGENETTE, "train")
+    config.data.data_dir = os.path.join(imagenette, "train")
     config.data.subset_size = 800
     config.data.image_size = 160  # multiple of 32 (decoder); Imagenette images are 224 px
     config.priors.num_workers = 2
@@ -72,12 +70,12 @@ def get_config():
     config.refine.prediction_ema = 0.5
     config.final.epochs = 20
     config.final.learning_rate = 2e-3
-    config.generate.data_root = _IMAGENETTE
+    config.generate.data_root = imagenette
     config.generate.splits = ("train", "val")
     config.generate.output_dir = "/tmp/relicv2_saliency_imagenette/masks"
     config.generate.num_shards = 16
     config.generate.batch_size = 64
-    config.evaluate.data_dir = os.path.join(_IMAGENETTE, "val")
+    config.evaluate.data_dir = os.path.join(imagenette, "val")
     config.evaluate.num_images = 600
     config.evaluate.image_size = 128
     return config

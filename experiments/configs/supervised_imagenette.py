@@ -1,5 +1,6 @@
-"""Supervised baseline on Imagenette at 64 px (../shared/data/imagenette), for the comparison
-table in docs/RESULTS.md: the same ResNet as the demo encoders, trained with labels.
+"""Supervised baseline on Imagenette at 64 px ($RELICV2_DATA_ROOT/imagenette, default
+../shared/data/imagenette), for the comparison table in docs/RESULTS.md: the same ResNet as the
+demo encoders, trained with labels.
 
   relicv2-supervised --config=experiments/configs/supervised_imagenette.py \
       --output_dir=runs/imagenette/supervised
@@ -10,14 +11,14 @@ subset, batch 64, about 150 steps = 5 epochs), so the comparison in docs/RESULTS
 like; the learning rate is raised (0.4 x 64 / 256 = 0.1) for such a short schedule.
 """
 
-from experiments.configs import supervised_demo
+from experiments.configs import common, supervised_demo
 
 
 def get_config():
     config = supervised_demo.get_config()
     config.num_classes = 10
     config.data.source = "image_folder"
-    config.data.data_dir = "../shared/data/imagenette"
+    config.data.data_dir = common.data_path("imagenette")
     config.data.num_examples = 2000
     config.train_split = "train"
     config.test_split = "val"
