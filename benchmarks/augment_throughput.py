@@ -8,7 +8,10 @@ one JSON object. "Per core" = images / CPU-seconds used by this process (user + 
 threads), which does not depend on how busy the shared machine is; wall-clock rates are also given.
 
     python benchmarks/augment_throughput.py [--num_images 640] [--warmup_batches 4]
-        [--data_dir DIR] [--skip_keras] [--per_op]
+        [--data_dir DIR] [--skip_keras] [--per_op] [--mask_apply_prob P]
+
+--mask_apply_prob > 0 times ReLICv2's saliency masking too (relicv2_tf only): each train image
+gets a centred-ellipse mask (a temporary mask folder; the cost does not depend on the shape).
 
 The first `--warmup_batches` batches of each pipeline are not timed: they include graph
 construction, tf.data's autotuning ramp-up (it tries parallelism levels while it learns the
@@ -23,22 +26,28 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from relicv2_tf import config as config_lib  # noqa: E402
 from relicv2_tf.data import augment, augment_tables, normalize, sources, views  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette"
+sys.path.insert(0, str(REPO))
+from experiments.configs import common  # noqa: E402  (no TensorFlow)
+
+DEFAULT_DATA = pathlib.Path(common.data_path("imagenette"))
 
 
-def data_config(data_dir, num_images):
+def data_config(data_dir, num_images, mask_apply_prob=0.0, mask_dir=""):
     config = config_lib.get_default_config().data
     config.source = "image_folder"
     config.data_dir = str(data_dir)
@@ -47,8 +56,23 @@ def data_config(data_dir, num_images):
     config.shuffle_buffer = 256
     config.image_size, config.small_image_size = 224, 96
     config.num_large_views, config.num_small_views = 4, 2
-    config.mask_apply_prob = 0.0  # Imagenette has no masks (the pipeline refuses mask features)
+    config.mask_apply_prob = mask_apply_prob  # needs mask_dir (the pipeline refuses it without)
+    config.mask_dir = mask_dir
     return config
+
+
+def write_ellipse_masks(data_dir, mask_dir):
+    """<mask_dir>/<class>/<stem>.png for every train image: a centred ellipse (half the sides)."""
+    from PIL import Image
+
+    for path in pathlib.Path(data_dir, "train").glob("*/*"):
+        with Image.open(path) as image:
+            width, height = image.size
+        rows, cols = np.ogrid[:height, :width]
+        inside = ((rows - height / 2) / (height / 4)) ** 2 + ((cols - width / 2) / (width / 4)) ** 2
+        out = pathlib.Path(mask_dir, path.parent.name, path.stem + ".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.where(inside <= 1, 255, 0).astype(np.uint8)).save(out)
 
 
 def relicv2_pipeline(config, batch_size):
@@ -178,6 +202,8 @@ def main():
                         help="untimed batches first (at least 1)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--skip_keras", action="store_true", help="only time relicv2_tf")
+    parser.add_argument("--mask_apply_prob", type=float, default=0.0,
+                        help="saliency masking probability (> 0: synthetic masks, relicv2_tf only)")
     parser.add_argument("--per_op", action="store_true",
                         help="also print each op's CPU ms per 224 px view (one thread)")
     args = parser.parse_args()
@@ -187,7 +213,12 @@ def main():
     if args.warmup_batches < 1:
         raise SystemExit(f"--warmup_batches={args.warmup_batches} must be >= 1.")
     warmup = args.warmup_batches
-    config = data_config(args.data_dir, args.num_images + warmup * args.batch_size)
+    mask_dir = ""
+    if args.mask_apply_prob > 0:
+        mask_dir = tempfile.mkdtemp(prefix="relicv2_masks_")
+        write_ellipse_masks(args.data_dir, mask_dir)
+    config = data_config(args.data_dir, args.num_images + warmup * args.batch_size,
+                         args.mask_apply_prob, mask_dir)
     result = {"benchmark": "augment_throughput", "views": "4x224 + 2x96",
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
@@ -201,7 +232,9 @@ def main():
         return
     result["relicv2_tf"] = measure(relicv2_pipeline(config, args.batch_size), args.batch_size,
                                     warmup)
-    if args.skip_keras:
+    if mask_dir:
+        shutil.rmtree(mask_dir)
+    if args.skip_keras or mask_dir:
         print(json.dumps(result, indent=1))
         return
     result["keras_layers"] = measure(keras_pipeline(config, args.batch_size), args.batch_size,

@@ -71,6 +71,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     loss.contrast_scale = 1.0  # c, weight of the contrastive term (appendix D.1)
     loss.alpha = 1.0  # invariance weight ("invariance scale", appendix D.1)
     loss.num_negatives = 10  # K; -1 = every other example of the global batch (paper Table 21)
+    # Appendix E listing: all L x L large pairs incl. anchor == target, divided by (L + S) x L;
+    # False = anchor != target only (an earlier reading, kept for comparison).
+    loss.same_view_pairs = True
 
     # ---------------------------------------------------------------- optimisation (relicv2_tf/optim)
     optim = config.optimizer = ml_collections.ConfigDict()

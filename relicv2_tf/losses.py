@@ -1,6 +1,6 @@
 """Self-supervised objectives as pure functions of embeddings.
 
-ReLIC / ReLICv2 (Mitrovic et al. 2021; Tomasev et al. 2022, eq. 3-4) as defined in DESIGN.md:
+ReLIC / ReLICv2 (Mitrovic et al. 2021; Tomasev et al. 2022, eq. 3-4) as docs/OBJECTIVE.md writes it out:
 for an online anchor view a and a target view b over the global batch of B examples,
 S[i, j] = <o(a_i), t(b_j)> / tau with o, t L2-normalised; each row i has the candidate set
 C_i = {i} U N_i (N_i: K other examples drawn uniformly without replacement, or all B - 1);
@@ -9,6 +9,19 @@ C_i = {i} U N_i (N_i: K other examples drawn uniformly without replacement, or a
     contrastive = mean_i -log p[i, i]           invariance = mean_i KL(sg(r[i]) || p[i])
     loss = c * contrastive + alpha * invariance  (c, alpha: the "contrast scale" and "invariance
                                                   scale" of ReLICv2 appendix D.1)
+
+Multi-view (`relicv2_loss`): the appendix E listing sums the pair loss over all L x L large
+(anchor, target) pairs, a == b included, and the S x L small-large pairs, and divides by
+(L + S) x L (`view_pairs`; `loss.same_view_pairs=False` keeps only a != b).
+
+The invariance term's second distribution r is an interpretation (docs/OBJECTIVE.md): eq. 2's
+symbols are lost from our text, and the listing's `loss_relicv2(ol_i, tl_j, n_e)` receives one
+online and one target batch only, so r must come from the same pair. We take the same
+similarities seen from the target side (softmax over the transposed similarity matrix, restricted
+to the row's candidates), as does a third-party ReLIC port (filipbasara0/relic:
+`log_softmax(logits, 1)` against `softmax(logits, 0).T`). ReLIC v1 (Mitrovic et al. 2021, eq. 2)
+instead anchors both distributions on the online network with the two views swapped, which needs
+the online embedding of the target view.
 
 Distributed use: every replica owns `B_local` rows starting at `row_offset` of the gathered
 batch. Only the local online rows o(a_i) carry gradients (targets are stop-gradient, and so is
@@ -108,10 +121,13 @@ def relic_pair_loss(online, target, temperature: float, alpha: float, num_negati
             "contrastive": contrastive, "invariance": invariance}
 
 
-def view_pairs(num_large: int, num_small: int):
-    """(anchor, target) pairs of ReLICv2 eq. 4: large-large with anchor != target, then
-    small-large; anchors index large views 0..L-1 then small views L..L+S-1."""
-    pairs = [(a, b) for a in range(num_large) for b in range(num_large) if a != b]
+def view_pairs(num_large: int, num_small: int, same_view: bool = True):
+    """(anchor, target) pairs of ReLICv2's appendix E listing: every large anchor with every large
+    target, the same view included (a == b: one augmented view through the online and the target
+    network), then every small anchor with every large target; L x L + S x L = (L + S) x L pairs.
+    `same_view=False` drops the L pairs a == b (an earlier reading of eq. 4, kept to compare).
+    Anchors index large views 0..L-1 then small views L..L+S-1."""
+    pairs = [(a, b) for a in range(num_large) for b in range(num_large) if same_view or a != b]
     pairs += [(num_large + s, b) for s in range(num_small) for b in range(num_large)]
     return pairs
 
@@ -119,8 +135,10 @@ def view_pairs(num_large: int, num_small: int):
 def relicv2_loss(online_views, target_views, *, num_large: int, temperature: float,
                  alpha: float, contrast_scale: float = 1.0, num_negatives=None, seed=None,
                  global_batch_size=None, online_views_all=None, target_views_all=None,
-                 row_offset=0):
-    """Multi-view ReLICv2 loss (eq. 4), averaged over all (anchor, target) pairs.
+                 row_offset=0, same_view_pairs: bool = True):
+    """Multi-view ReLICv2 loss (eq. 4 and the appendix E listing): the sum of the pair losses
+    over `view_pairs(L, S, same_view_pairs)` divided by their number ((L + S) x L for the
+    listing's set).
 
     Args:
       online_views: list of L + S tensors [b, D]: online embeddings of large then small views.
@@ -131,6 +149,8 @@ def relicv2_loss(online_views, target_views, *, num_large: int, temperature: flo
       global_batch_size: B; defaults to the local batch (single device).
       online_views_all / target_views_all: the views gathered over replicas ([B, D] each).
       row_offset: first global row owned by this replica.
+      same_view_pairs: include the L pairs whose anchor and target are the same large view (the
+        listing); False = anchor != target only.
     Returns:
       {"loss", "contrastive", "invariance"}: sums over local rows divided by B (so that the
       per-replica values add up to the global mean), averaged over pairs; the two terms are
@@ -145,7 +165,7 @@ def relicv2_loss(online_views, target_views, *, num_large: int, temperature: flo
         if seed is None:
             raise ValueError("relicv2_loss: num_negatives needs a seed ([2] int tensor).")
         candidates = sample_candidates(batch_size, num_negatives, seed, row_offset, local_batch)
-    pairs = view_pairs(num_large, len(online_views) - num_large)
+    pairs = view_pairs(num_large, len(online_views) - num_large, same_view_pairs)
     contrastive_sum, invariance_sum = 0.0, 0.0
     for anchor, target in pairs:
         contrastive, invariance = relic_pair_loss_rows(

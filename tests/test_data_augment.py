@@ -35,7 +35,7 @@ def pretraining_view(image, seed, size, params, mask=None):
     `finish_view`, default data config); with `mask`, also the view's mask."""
     mask = None if mask is None else normalize.to_unit_float(tf.convert_to_tensor(mask))
     crop = views_lib.crop_flip(image, mask, None, None, seed, size, params)
-    view = views_lib.finish_view(crop, params, config_lib.get_default_config().data, saliency=True)
+    view = views_lib.finish_view(crop, params, config_lib.get_default_config().data)
     return view if mask is None else (view, crop.mask)
 
 

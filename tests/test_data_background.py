@@ -241,23 +241,50 @@ def test_bg_swaps_one_decision_for_the_triplet():
     assert not bool(a)
 
 
-def test_saliency_masking_grey_level_uniform_per_image_and_probability():
+def test_saliency_masking_one_masked_copy_per_image_each_view_its_own_draw():
+    """Appendix E listing: x_m = remove_background(x) once (one grey ~ U[0, 1]), then each large
+    view takes x_m with probability p_m, independently of the other views."""
     image, mask = ANCHOR
-    results = in_tf_data(lambda s: background.saliency_masking(image, mask, s, 0.1, 0.1), 500)
+    results = in_tf_data(lambda s: background.saliency_masking(image, mask, s, 4, 0.1, 0.1), 500)
+    applied = np.array([a for _, a in results])  # [500, 4]
+    assert abs(applied.mean() - 0.1) <= 4.5 * math.sqrt(0.09 / 2000)
+    results = in_tf_data(lambda s: background.saliency_masking(image, mask, s, 2, 0.5, 0.1), 800)
     applied = np.array([a for _, a in results])
-    assert abs(applied.mean() - 0.1) <= 4.5 * math.sqrt(0.09 / 500)
+    both = np.mean(applied[:, 0] & applied[:, 1])  # independent draws: 0.25
+    assert abs(both - 0.25) <= 4.5 * math.sqrt(0.25 * 0.75 / 800)
+    for views, a in results[:50]:  # a view is the original or the one masked copy
+        for view, on in zip(views, a):
+            expected = views[int(np.argmax(a))] if on else image
+            np.testing.assert_array_equal(view, expected)
     fg = mask[..., 0] == 1
-    results = in_tf_data(lambda s: background.saliency_masking(image, mask, s, 1.0, 0.1), 300)
     greys = []
-    for out, a in results:
-        assert a
-        np.testing.assert_array_equal(out[fg], image[fg])
-        grey = out[~fg]
+    for views, a in in_tf_data(lambda s: background.saliency_masking(image, mask, s, 3, 1.0, 0.1),
+                               300):
+        assert a.all()
+        np.testing.assert_array_equal(views[0], views[2])  # the same masked copy
+        np.testing.assert_array_equal(views[0][fg], image[fg])
+        grey = views[0][~fg]
         assert np.all(grey == grey[0, 0])  # one homogeneous grey level per image
         greys.append(grey[0, 0])
     greys = np.array(greys)
     assert greys.min() >= 0 and greys.max() <= 1
     assert abs(greys.mean() - 0.5) < 0.06 and greys.min() < 0.05 and greys.max() > 0.95
-    # Not applied when the mask covers less than the threshold.
-    _, applied = background.saliency_masking(image, mask, tf.constant([0, 0]), 1.0, 0.5)
-    assert not bool(applied)
+
+
+def test_saliency_masking_threshold_is_on_the_whole_images_mask():
+    image, mask = ANCHOR  # the mask covers 30 / 144 of the image
+    _, applied = background.saliency_masking(image, mask, tf.constant([0, 0]), 2, 1.0, 0.5)
+    assert not np.any(applied)
+    _, applied = background.saliency_masking(image, mask, tf.constant([0, 0]), 2, 1.0, 0.2)
+    assert np.all(applied)
+
+
+def test_remove_background_keeps_uint8_images_uint8():
+    image, mask = ANCHOR
+    pixels = np.round(image * 255).astype(np.uint8)
+    out = background.remove_background(tf.constant(pixels), mask, 0.3).numpy()
+    assert out.dtype == np.uint8
+    expected = np.round((mask * pixels / 255.0 + (1 - mask) * 0.3) * 255)
+    np.testing.assert_allclose(out, expected, atol=1)  # float32 vs float64 rounding
+    fg = mask[..., 0] == 1
+    np.testing.assert_array_equal(out[fg], pixels[fg])

@@ -1,4 +1,4 @@
-"""ReLIC / ReLICv2 losses against an independent numpy computation (DESIGN.md definition)."""
+"""ReLIC / ReLICv2 losses against an independent numpy computation (docs/OBJECTIVE.md)."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ def _log_softmax(x):
 
 
 def numpy_relic(online, target, tau, alpha, candidates=None, contrast_scale=1.0):
-    """Direct transcription of the DESIGN.md equations, one row at a time."""
+    """Direct transcription of docs/OBJECTIVE.md's pair loss, one row at a time."""
     o, t = _normalize(online), _normalize(target)
     s = o @ t.T / tau
     batch = len(o)
@@ -101,21 +101,50 @@ def test_identical_views_have_zero_invariance():
     assert abs(float(out["invariance"])) < 1e-6
 
 
-def test_view_pairs_match_eq4():
+def test_view_pairs_are_the_listings():
+    """Appendix E: all L x L large pairs (a == b included), then S x L small-large pairs."""
     pairs = losses.view_pairs(4, 2)
-    assert len(pairs) == 4 * 3 + 2 * 4
-    assert all(a != b for a, b in pairs)
+    assert len(pairs) == (4 + 2) * 4
+    assert [(a, b) for a, b in pairs if a == b] == [(0, 0), (1, 1), (2, 2), (3, 3)]
     assert all(b < 4 for _, b in pairs)  # small views are never targets
+    distinct = losses.view_pairs(4, 2, same_view=False)
+    assert len(distinct) == 4 * 3 + 2 * 4 and all(a != b for a, b in distinct)
+    assert set(distinct) == set(pairs) - {(i, i) for i in range(4)}
 
 
-def test_multiview_loss_is_mean_of_pair_losses():
+def listing_loss(online_large, target_large, online_small, tau, alpha, candidates=None):
+    """ReLICv2's appendix E pseudo-code, loop for loop, with numpy_relic as loss_relicv2."""
+    loss = 0.0
+    for i in range(len(online_large)):
+        for j in range(len(target_large)):
+            loss += numpy_relic(online_large[i], target_large[j], tau, alpha, candidates)[0]
+    for i in range(len(online_small)):
+        for j in range(len(target_large)):
+            loss += numpy_relic(online_small[i], target_large[j], tau, alpha, candidates)[0]
+    return loss / ((len(online_large) + len(online_small)) * len(online_large))
+
+
+@pytest.mark.parametrize("num_negatives", [None, 3])
+def test_multiview_loss_is_the_listing(num_negatives):
     rng = np.random.default_rng(2)
-    online = [rng.normal(size=(6, 4)).astype(np.float32) for _ in range(3 + 1)]
-    target = [rng.normal(size=(6, 4)).astype(np.float32) for _ in range(3)]
-    out = losses.relicv2_loss(online, target, num_large=3, temperature=0.25, alpha=0.5)
-    expected = np.mean([numpy_relic(online[a], target[b], 0.25, 0.5)[0]
-                        for a, b in losses.view_pairs(3, 1)])
+    num_large, num_small = 3, 2
+    online = [rng.normal(size=(8, 4)).astype(np.float32) for _ in range(num_large + num_small)]
+    target = [rng.normal(size=(8, 4)).astype(np.float32) for _ in range(num_large)]
+    seed = tf.constant([7, 1], tf.int64)
+    out = losses.relicv2_loss(online, target, num_large=num_large, temperature=0.25, alpha=0.5,
+                              num_negatives=num_negatives, seed=seed)
+    candidates = None if num_negatives is None else losses.sample_candidates(8, 3, seed).numpy()
+    expected = listing_loss(online[:num_large], target, online[num_large:], 0.25, 0.5,
+                            candidates)
     np.testing.assert_allclose(out["loss"], expected, rtol=1e-5)
+    # The earlier reading (a != b) is the mean over the 20 other pairs: a different number.
+    distinct = losses.relicv2_loss(online, target, num_large=num_large, temperature=0.25,
+                                   alpha=0.5, num_negatives=num_negatives, seed=seed,
+                                   same_view_pairs=False)
+    expected_distinct = np.mean([numpy_relic(online[a], target[b], 0.25, 0.5, candidates)[0]
+                                 for a, b in losses.view_pairs(num_large, num_small, False)])
+    np.testing.assert_allclose(distinct["loss"], expected_distinct, rtol=1e-5)
+    assert abs(float(distinct["loss"]) - float(out["loss"])) > 1e-3
 
 
 def test_contrast_scale_weights_only_the_contrastive_term():

@@ -77,16 +77,37 @@ def _maybe(seed, prob, mask, min_fraction, fn, image):
     return tf.where(applied, fn(), image), applied
 
 
-def saliency_masking(image, mask, seed, apply_prob: float, min_fraction: float):
-    """ReLICv2 (F.2): with probability p_m, background -> one grey level drawn U[0, 1] per image.
+def remove_background(image, mask, grey_level):
+    """x_m = remove_background(x) of ReLICv2's listing (appendix E): the background of the whole
+    image set to `grey_level` in [0, 1]. A uint8 image stays uint8 (rounded, as a stored image
+    would be), so that crops of it take the same path as crops of the original."""
+    if image.dtype == tf.uint8:
+        masked = composite(tf.cast(image, tf.float32) * (1.0 / 255.0), mask, grey_level)
+        return tf.cast(tf.round(tf.clip_by_value(masked, 0.0, 1.0) * 255.0), tf.uint8)
+    return composite(image, mask, grey_level)
 
-    Applied to a large view after its augmentations, only if the view's mask covers at least
-    `min_fraction` of it. Returns (image, applied).
+
+def saliency_masking(image, mask, seed, num_views: int, apply_prob: float, min_fraction: float):
+    """ReLICv2 saliency masking as its listing does it (appendix E; section 2.2, F.2):
+
+        x_m = remove_background(x)          # one grey level ~ U[0, 1] per image
+        for each large view i: x_i = Bernoulli(p_m) ? x_m : x, then crop and augment x_i
+
+    so the grey background is cropped, jittered, blurred and solarised with the rest of the view.
+    Each view draws its own Bernoulli; masking happens only where the mask covers at least
+    `min_fraction` of the whole image (F.2: "covers at least ... of the image").
+
+    Args:
+      image: [H, W, 3] uint8 or float in [0, 1]; mask: [H, W, 1] float in [0, 1] (1 = object).
+      seed: int [2]; num_views: the number of large views L.
+    Returns:
+      (list of L images, each `image` or its masked copy, same dtype; applied: bool [L]).
     """
-    apply_seed, grey_seed = _split(seed, 2)
-    grey_level = _uniform(grey_seed)
-    return _maybe(apply_seed, apply_prob, mask, min_fraction,
-                  lambda: composite(image, mask, grey_level), image)
+    grey_seed, *view_seeds = _split(seed, num_views + 1)
+    masked = remove_background(image, mask, _uniform(grey_seed))
+    eligible = mask_fraction(mask) >= min_fraction
+    applied = tf.stack([(_uniform(s) < apply_prob) & eligible for s in view_seeds])
+    return [tf.where(applied[i], masked, image) for i in range(num_views)], applied
 
 
 def bg_rm(image, mask, seed, prob: float, min_fraction: float, grey_level: float = 0.5):

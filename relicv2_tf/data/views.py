@@ -11,12 +11,17 @@ Parameters: the table `augment_tables.AUGMENTATION_TABLES[data.augmentation]` (e
 config selects its own paper's). Parity (Table 16): the 1st and 3rd large views and the 1st small
 view use the "odd" parameters, the 2nd and 4th large and the 2nd small the "even" ones
 (`augment_tables.view_augmentation`).
-Per view: crop + flip (mask follows; `crop_flip`) -> [BG_Swaps positive, 2nd large view] ->
-BG_RM / BG_Random (if enabled) -> colour jitter, greyscale, blur, solarize -> saliency masking
-(large views only, probability p_m, grey ~ U[0, 1], only when the view's mask covers >=
-mask_min_fraction) (`finish_view`) -> normalise. BG_Swaps (`_bg_swaps`): one decision and one
-other image per example make the positive (2nd large view) and the hard negative (on the 1st
-large view's crop) together.
+Saliency masking (ReLICv2 appendix E listing, `background.saliency_masking`): when
+data.mask_apply_prob > 0, one masked copy of the image (background -> one grey level ~ U[0, 1])
+is made per example, and each large view independently starts from it with probability p_m
+(only where the mask covers >= mask_min_fraction of the whole image); small views always start
+from the unmasked image. The masking decisions use a seed stream of their own, so every other
+op draws exactly what it draws without masking.
+Per view: crop + flip of its starting image (mask follows; `crop_flip`) -> [BG_Swaps positive,
+2nd large view] -> BG_RM / BG_Random (if enabled) -> colour jitter, greyscale, blur, solarize
+(`finish_view`) -> normalise. BG_Swaps (`_bg_swaps`): one decision and one other image per
+example make the positive (2nd large view) and the hard negative (on the 1st large view's crop)
+together.
 Randomness: the example at position i of input pipeline p's stream (counted from the stream's
 start, also after a restart) uses the stateless seed fold_in([seed, p], i), and which example sits
 at position i is itself a pure function of (seed, p, i) (`sources.example_stream`: one stateless
@@ -40,6 +45,10 @@ import tensorflow as tf
 
 from relicv2_tf import config as config_lib
 from relicv2_tf.data import augment, augment_tables, background, normalize, sources
+
+# `stateless_fold_in(example seed, SALIENCY_MASKING_STREAM)` seeds the masking decisions: a stream
+# apart from the per-view seeds, which stay those of the unmasked pipeline.
+SALIENCY_MASKING_STREAM = 1
 
 
 def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=None,
@@ -125,8 +134,13 @@ def make_views(example, seed, data_config, other_example=None):
     num_large, num_small = data_config.num_large_views, data_config.num_small_views
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num_large + num_small + 2))
 
+    large_images = [image] * num_large
+    if mask is not None and data_config.mask_apply_prob > 0:
+        large_images, _ = background.saliency_masking(
+            image, mask, tf.random.experimental.stateless_fold_in(seed, SALIENCY_MASKING_STREAM),
+            num_large, data_config.mask_apply_prob, data_config.mask_min_fraction)
     large_params = [_view_params(data_config, i, "large") for i in range(num_large)]
-    large_crops = [crop_flip(image, mask, other_image, other_mask, seeds[i],
+    large_crops = [crop_flip(large_images[i], mask, other_image, other_mask, seeds[i],
                              data_config.image_size, large_params[i])
                    for i in range(num_large)]
     hard_negative = None
@@ -134,7 +148,7 @@ def make_views(example, seed, data_config, other_example=None):
         hard_negative, valid, large_crops[1] = _bg_swaps(large_crops, other_image, other_mask,
                                                          seeds[-2], seeds[-1], large_params[0],
                                                          data_config)
-    large = [finish_view(crop, large_params[i], data_config, saliency=True)
+    large = [finish_view(crop, large_params[i], data_config)
              for i, crop in enumerate(large_crops)]
     output = {"large": normalize.normalize_images(tf.stack(large)),
               "label": tf.cast(example["label"], tf.int32), "id": example["id"]}
@@ -144,7 +158,7 @@ def make_views(example, seed, data_config, other_example=None):
             params = _view_params(data_config, j, "small")
             crop = crop_flip(image, mask, other_image, other_mask, seeds[num_large + j],
                              data_config.small_image_size, params)
-            small.append(finish_view(crop, params, data_config, saliency=False))
+            small.append(finish_view(crop, params, data_config))
         output["small"] = normalize.normalize_images(tf.stack(small))
     if hard_negative is not None:
         output["hard_negative"] = normalize.normalize_images(hard_negative)
@@ -200,12 +214,12 @@ def crop_flip(image, mask, other_image, other_mask, seed, size, params) -> Crop:
                 photometric_seed)
 
 
-def finish_view(crop: Crop, params, data_config, saliency):
-    """BG_RM / BG_Random -> photometric ops -> saliency masking (large views)."""
+def finish_view(crop: Crop, params, data_config):
+    """BG_RM / BG_Random -> photometric ops."""
     view = crop.view
-    # The third sub-seed is unused (BG_Swaps now draws once per example, `_bg_swaps`); it is kept
-    # so that every other op sees the same random stream as before.
-    rm_seed, random_seed, _, saliency_seed, photometric_seed = tf.unstack(
+    # Five sub-seeds, of which the 3rd and 4th are unused (BG_Swaps draws once per example in
+    # `_bg_swaps`; saliency masking draws before the crop): the split keeps each op's stream.
+    rm_seed, random_seed, _, _, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(crop.seed, 5))
     min_fraction = data_config.mask_min_fraction
     if crop.mask is not None and data_config.bg_rm_prob > 0:
@@ -214,11 +228,7 @@ def finish_view(crop: Crop, params, data_config, saliency):
     if crop.other is not None and data_config.bg_random_prob > 0:
         view, _ = background.bg_random(view, crop.mask, crop.other, crop.other_mask, random_seed,
                                        data_config.bg_random_prob, min_fraction)
-    view = augment.augment_photometric(view, photometric_seed, params)
-    if saliency and crop.mask is not None and data_config.mask_apply_prob > 0:
-        view, _ = background.saliency_masking(view, crop.mask, saliency_seed,
-                                              data_config.mask_apply_prob, min_fraction)
-    return view
+    return augment.augment_photometric(view, photometric_seed, params)
 
 
 def _bg_swaps(large_crops, other_image, other_mask, triplet_seed, negative_seed, anchor_params,

@@ -1,9 +1,11 @@
 """ReLICv2 (Tomasev et al. 2022): multi-view ReLIC with saliency-masked large views.
 
 Per step: L large views go through the online network and the EMA target network, S small
-views through the online network only; the loss averages the ReLIC pair loss over every
-(anchor, target) pair with anchor != target (eq. 4); LARS updates the online network; the target
-follows by EMA. Saliency masking happens in the data pipeline (relicv2_tf/data/views.py).
+views through the online network only; the loss averages the ReLIC pair loss over the appendix E
+listing's (anchor, target) pairs (every large anchor with every large target, the same view
+included, and every small anchor with every large target: (L + S) x L pairs; `losses.view_pairs`);
+LARS updates the online network; the target follows by EMA. Saliency masking happens in the
+data pipeline (relicv2_tf/data/views.py; docs/OBJECTIVE.md).
 BatchNorm statistics are computed over all views of one resolution on a replica together (one
 forward pass per resolution, as in multi-crop implementations), synchronised across replicas
 when `model.synchronized_bn` is set.
@@ -25,6 +27,7 @@ class ReLICv2(base.SelfSupervisedModel):
         self.contrast_scale = loss_config.contrast_scale
         self.alpha = loss_config.alpha
         self.num_negatives = None if loss_config.num_negatives < 0 else loss_config.num_negatives
+        self.same_view_pairs = loss_config.same_view_pairs
         self.declare_metrics(["loss", "contrastive", "invariance", "learning_rate", "target_ema"])
 
     def train_step(self, data):
@@ -44,7 +47,9 @@ class ReLICv2(base.SelfSupervisedModel):
                     self.online_predictions(base.views_to_batch(small)), num_small)
             terms = losses.relicv2_loss(
                 online, targets, num_large=num_large, temperature=self.temperature,
-                contrast_scale=self.contrast_scale, alpha=self.alpha, num_negatives=self.num_negatives, seed=self.step_seed(),
+                contrast_scale=self.contrast_scale, alpha=self.alpha,
+                num_negatives=self.num_negatives, seed=self.step_seed(),
+                same_view_pairs=self.same_view_pairs,
                 global_batch_size=int(large.shape[0]) * num_replicas,
                 online_views_all=[cross_replica.gather(o) for o in online],
                 target_views_all=[cross_replica.gather(t) for t in targets],
