@@ -16,7 +16,9 @@ from relicv2_tf.models import resnet as resnet_lib
 
 WEIGHTS_FILE = "encoder.weights.h5"
 CONFIG_FILE = "model_config.json"
-RESNET_KEYS = ("depth", "width_multiplier", "bn_momentum", "bn_epsilon")
+# `padding` is written only by imports of PyTorch checkpoints ("torch"); without it an encoder
+# has the TF/Haiku "SAME" padding of pretraining (models/resnet.py).
+RESNET_KEYS = ("depth", "width_multiplier", "bn_momentum", "bn_epsilon", "padding")
 
 
 def encoder_config(model_config) -> dict:

@@ -4,8 +4,8 @@ A pickle is a program. `load_checkpoint` reads one with `RestrictedUnpickler`, w
 Haiku's mapping classes into dicts and the numpy / dill / jax array helpers into numpy arrays,
 maps the experiments' state records (BYOL's `_ByolExperimentState`, ReLICv2's
 `_EvalExperimentState`) to named tuples, and refuses every other global; and it opens a file
-only when the caller vouches for it (`trust_pickle` or a matching sha256). Used by
-`models/convert.py`.
+only when the caller vouches for it (`require_trust`: `trust_pickle` or a matching sha256). Used
+by `models/convert.py`; `models/torch_pickle.py` runs the same unpickler with PyTorch's globals.
 """
 
 from __future__ import annotations
@@ -174,26 +174,42 @@ _RECORD_MODULES = re.compile(r"^(byol|relicv2|optax)(\.|$)")
 _RECORD_NAMES = re.compile(r"^_?[A-Za-z0-9]*State$")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals a Haiku checkpoint needs (see SAFE_GLOBALS)."""
+# (what the file is, what is read from it, what a false refusal would be): for error messages.
+HAIKU_DESCRIPTION = ("a Haiku/JAX checkpoint", "numpy arrays, dicts and Haiku mappings",
+                     "a published ReLICv2/BYOL checkpoint")
 
-    def __init__(self, file, path: str):
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals in `safe_globals` and persistent ids only through
+    `persistent_load`. The defaults read a Haiku checkpoint (SAFE_GLOBALS and the experiments'
+    state records; no persistent ids); models/torch_pickle.py passes PyTorch's storage records."""
+
+    def __init__(self, file, path: str, safe_globals=None, persistent_load=None,
+                 description=HAIKU_DESCRIPTION):
         super().__init__(file)
         self._path = path
+        self._haiku = safe_globals is None
+        self._safe_globals = SAFE_GLOBALS if safe_globals is None else safe_globals
+        self._persistent_load = persistent_load
+        self._description = description
 
     def find_class(self, module, name):
-        if (module, name) in SAFE_GLOBALS:
-            return SAFE_GLOBALS[(module, name)]
-        if _RECORD_MODULES.match(module) and _RECORD_NAMES.match(name):
+        if (module, name) in self._safe_globals:
+            return self._safe_globals[(module, name)]
+        if self._haiku and _RECORD_MODULES.match(module) and _RECORD_NAMES.match(name):
             return _record_class(module, name)
+        kind, allowed, published = self._description
         raise CheckpointError(
-            f"{self._path}: the pickle references `{module}.{name}`, which a Haiku/JAX checkpoint "
-            "never needs; refusing to load it because unpickling it could run code. Only numpy "
-            "arrays, dicts and Haiku mappings are read. If this file really is a published "
-            "ReLICv2/BYOL checkpoint, please report the class name.")
+            f"{self._path}: the pickle references `{module}.{name}`, which {kind} never needs; "
+            "refusing to load it because unpickling it could run code. Only "
+            f"{allowed} are read. If this file really is {published}, please report the "
+            "class name.")
 
     def persistent_load(self, pid):
-        raise CheckpointError(f"{self._path}: persistent ids are not used by Haiku checkpoints.")
+        if self._persistent_load is None:
+            raise CheckpointError(
+                f"{self._path}: persistent ids are not used by Haiku checkpoints.")
+        return self._persistent_load(pid)
 
 
 class _ProgressFile(io.RawIOBase):
@@ -219,18 +235,11 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(path: str, *, trust_pickle: bool = False, expected_sha256: str | None = None,
-                    progress: bool = False) -> Any:
-    """Reads a Haiku checkpoint pickle with the restricted unpickler.
-
-    A pickle is a program: opening one from an untrusted source can run code. The restricted
-    unpickler refuses every global outside SAFE_GLOBALS, but it is not a sandbox (a crafted file
-    can still exhaust memory), so the file must be trusted explicitly: either `trust_pickle=True`
-    (you downloaded it yourself from the authors' link) or `expected_sha256` equal to a checksum
-    obtained from a trusted source (the path is then "known safe").
-    """
+def require_trust(path: str, trust_pickle: bool = False,
+                  expected_sha256: str | None = None) -> None:
+    """Refuses `path` unless it exists and the caller vouches for it (see `load_checkpoint`)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file; pass the downloaded .pkl file.")
+        raise CheckpointError(f"{path}: no such checkpoint file; pass the downloaded file.")
     if expected_sha256:
         actual = file_sha256(path)
         if actual.lower() != expected_sha256.lower():
@@ -242,6 +251,41 @@ def load_checkpoint(path: str, *, trust_pickle: bool = False, expected_sha256: s
             f"{path}: refusing to unpickle a file that is not known to be safe (pickles can run "
             "code). Pass --trust_pickle if you downloaded it yourself from the authors' link, or "
             "--expected_sha256 with a checksum from a trusted source.")
+
+
+# How `torch.save` files start: a zip archive (torch >= 1.6), or the legacy format's magic number
+# pickled with protocol 2 (PROTO 2, LONG1 of 10 bytes).
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_TORCH_LEGACY_HEADER = b"\x80\x02\x8a\x0a" + TORCH_LEGACY_MAGIC.to_bytes(10, "little")
+_ZIP_HEADER = b"PK\x03\x04"
+
+
+def torch_file_format(path: str) -> str | None:
+    """"zip" or "legacy" for a `torch.save` file, None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_HEADER))
+    if head.startswith(_ZIP_HEADER):
+        return "zip"
+    if head == _TORCH_LEGACY_HEADER:
+        return "legacy"
+    return None
+
+
+def load_checkpoint(path: str, *, trust_pickle: bool = False, expected_sha256: str | None = None,
+                    progress: bool = False) -> Any:
+    """Reads a Haiku checkpoint pickle with the restricted unpickler.
+
+    A pickle is a program: opening one from an untrusted source can run code. The restricted
+    unpickler refuses every global outside SAFE_GLOBALS, but it is not a sandbox (a crafted file
+    can still exhaust memory), so the file must be trusted explicitly: either `trust_pickle=True`
+    (you downloaded it yourself from the authors' link) or `expected_sha256` equal to a checksum
+    obtained from a trusted source (the path is then "known safe").
+    """
+    require_trust(path, trust_pickle, expected_sha256)
+    if torch_file_format(path):
+        raise CheckpointError(
+            f"{path}: this is a PyTorch `torch.save` file, not a Haiku pickle; for the SwAV "
+            "checkpoints pass --format=swav.")
     size = os.path.getsize(path)
     try:
         with open(path, "rb", buffering=0) as raw:

@@ -96,6 +96,7 @@ NETWORK_CONFIG_FILE = "saliency_network.json"
 def architecture(network_config, image_size: int) -> dict:
     """What `load_saliency_network` needs to rebuild the network without the encoder directory."""
     depth, width = network_config.depth, network_config.width_multiplier
+    padding = "same"
     if network_config.encoder_dir:
         path = os.path.join(network_config.encoder_dir, encoder_io.CONFIG_FILE)
         if os.path.exists(path):
@@ -103,7 +104,8 @@ def architecture(network_config, image_size: int) -> dict:
                 encoder_config = json.load(f)
             depth = encoder_config["depth"]
             width = encoder_config.get("width_multiplier", 1)
-    return {"depth": int(depth), "width_multiplier": float(width),
+            padding = encoder_config.get("padding", "same")  # "torch" for imported SwAV
+    return {"depth": int(depth), "width_multiplier": float(width), "padding": padding,
             "decoder_channels": int(network_config.decoder_channels),
             "image_size": int(image_size), "encoder_dir": network_config.encoder_dir}
 
@@ -119,7 +121,8 @@ def load_saliency_network(directory: str):
     arch, weights_path = encoder_io.read_model_directory(
         directory, NETWORK_WEIGHTS_FILE, NETWORK_CONFIG_FILE,
         "`relicv2-saliency --stage=refine` (<workdir>/saliency_network)")
-    backbone = resnet_lib.resnet(arch["depth"], arch["width_multiplier"], name="encoder")
+    backbone = resnet_lib.resnet(arch["depth"], arch["width_multiplier"],
+                                 padding=arch.get("padding", "same"), name="encoder")
     model = saliency_network(backbone, arch["image_size"], arch["decoder_channels"])
     model.load_weights(weights_path)
     return model, arch
