@@ -52,9 +52,17 @@ RECORDS_DIR = os.path.join(REPO, "docs", "results", "imagenette64")
 CONFIG = "experiments/configs/imagenette64.py"
 
 # (cell, seeds): the two headline comparisons get 3 seeds.
-CELLS = [("relicv2", 3), ("relicv2,nomask", 3), ("byol", 3), ("byol,bg_rm", 3),
+# (cell, seeds). The ReLICv2 cells run the appendix E recipe (docs/OBJECTIVE.md); records of
+# the earlier recipe are in docs/results/imagenette64/superseded/.
+CELLS = [("relicv2", 5), ("relicv2,nomask", 5), ("relicv2,placebo", 5), ("relicv2,p03", 3),
+         ("relicv2,2views", 3), ("byol,ema099", 3),
+         ("byol", 3), ("byol,bg_rm", 3),
          ("moco_v2", 1), ("moco_v2,bg_rm", 1), ("moco_v2,bg_swaps", 1), ("simclr", 1),
          ("swav", 1), ("supervised", 1)]
+# Order of the work: the headline (masked vs unmasked, seed by seed), then the placebo, then the
+# dose and the controls; the other cells' missing seeds last.
+PRIORITY = [("relicv2", "relicv2,nomask"), ("relicv2,placebo",), ("relicv2,p03",),
+            ("relicv2,2views", "byol,ema099")]
 # The run whose encoder initialises the saliency network. A session without masks trains it
 # again (it is not re-evaluated): training is deterministic (`training.deterministic`), so on the
 # same CPU and TensorFlow it reproduces the recorded encoder bit for bit, and the masks made from
@@ -282,18 +290,62 @@ def masks_done() -> bool:
 
 
 def uses_masks(cell: str) -> bool:
-    return cell.startswith("relicv2") and "nomask" not in cell or "bg_" in cell
+    """Trains on masks (every run is evaluated on them: the background test sets)."""
+    return (cell.startswith("relicv2") and not cell.endswith(("nomask", "2views"))
+            or "bg_" in cell)
+
+
+def placebo_masks(mask_dir: str, placebo_dir: str):
+    """For every mask PNG, a binary centred box of the same area (the mask's mean) and the
+    image's aspect ratio: ReLICv2 Table 19's "centered rectangle", matched in area per image."""
+    import numpy as np
+    from PIL import Image
+
+    if os.path.exists(os.path.join(placebo_dir, "done.json")):
+        return
+    count = 0
+    for path in sorted(glob.glob(os.path.join(mask_dir, "*", "*.png"))):
+        mask = np.asarray(Image.open(path), np.float32) / 255.0
+        out = os.path.join(placebo_dir, os.path.relpath(path, mask_dir))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        Image.fromarray(centred_box(mask.shape[:2], float(mask.mean()))).save(out)
+        count += 1
+    _write_json(os.path.join(placebo_dir, "done.json"),
+                {"id": _mask_set_id(placebo_dir), "from": _mask_set_id(mask_dir),
+                 "count": count})
+
+
+def centred_box(shape, fraction: float):
+    """uint8 [H, W] mask: 255 inside a centred box of `fraction` of the area (sides scaled by
+    sqrt(fraction)), 0 outside."""
+    import numpy as np
+
+    height, width = shape
+    box_h = int(round(height * math.sqrt(fraction)))
+    box_w = int(round(width * math.sqrt(fraction)))
+    top, left = (height - box_h) // 2, (width - box_w) // 2
+    box = np.zeros(shape, np.uint8)
+    box[top:top + box_h, left:left + box_w] = 255
+    return box
 
 
 def work_items(first_item: tuple) -> list:
-    """(cell, seed) in the order they are worth running: `first_item` (the bootstrap), seed 0
-    everywhere (the runs that need no masks first: they train while the masks are made), then
-    the extra seeds, the cheaper headline comparison (not ReLICv2) first, seed by seed."""
-    first = [(cell, 0) for cell, _ in CELLS]
-    first.sort(key=lambda item: uses_masks(item[0]))
-    extra = [(cell, seed) for cell, seeds in CELLS for seed in range(1, seeds)]
-    extra.sort(key=lambda item: (item[0].startswith("relicv2"), item[1]))
-    return [first_item] + [item for item in first + extra if item != first_item]
+    """(cell, seed) in the order they are worth running: `first_item` (the bootstrap), then the
+    PRIORITY groups in turn, seed by seed within a group (a run that needs no masks before one
+    that does, so it trains while the masks are made), then every other missing run."""
+    seeds = dict(CELLS)
+    items = []
+    for group in PRIORITY:
+        group = [cell for cell in group if cell in seeds]
+        for seed in range(max((seeds[cell] for cell in group), default=0)):
+            pair = [(cell, seed) for cell in group if seed < seeds[cell]]
+            items += sorted(pair, key=lambda item: uses_masks(item[0]))
+    items += [(cell, seed) for cell, n in CELLS for seed in range(n)]
+    order = []
+    for item in [first_item] + items:
+        if item not in order:
+            order.append(item)
+    return order
 
 
 def run_all(deadline: float, workers: int = 2):
@@ -303,7 +355,7 @@ def run_all(deadline: float, workers: int = 2):
     import concurrent.futures
     import threading
 
-    masks_ready, table_lock = threading.Event(), threading.Lock()
+    masks_ready, table_lock, placebo_lock = threading.Event(), threading.Lock(), threading.Lock()
     if masks_done():
         masks_ready.set()
     first_item = BOOTSTRAP
@@ -319,6 +371,9 @@ def run_all(deadline: float, workers: int = 2):
             if not masks_done():
                 _log(f"{cell} seed {seed}: not started (no masks: the saliency stage failed)")
                 return
+            if cell.endswith(",placebo"):
+                with placebo_lock:
+                    placebo_masks(imagenette64.MASK_DIR, imagenette64.PLACEBO_MASK_DIR)
         _log(f"{cell} seed {seed}: train")
         train(cell, seed)  # the bootstrap retrains when this session has no masks yet
         if (cell, seed) == first_item and not masks_ready.is_set():
@@ -371,7 +426,13 @@ def finish_record(cell: str, seed: int) -> dict | None:
     if results is None:
         return None
     done = _json(os.path.join(imagenette64.MASK_DIR, "done.json")) or {}
-    results.update(cell=cell, seed=seed, masks=done.get("id"),
+    trained_on = {",placebo": imagenette64.PLACEBO_MASK_DIR,
+                  ",better": imagenette64.BETTER_MASK_DIR}.get(cell[cell.find(","):]
+                                                              if "," in cell else "")
+    train_masks = done.get("id") if uses_masks(cell) else None
+    if trained_on:
+        train_masks = (_json(os.path.join(trained_on, "done.json")) or {}).get("id")
+    results.update(cell=cell, seed=seed, masks=done.get("id"), train_masks=train_masks,
                    wall_seconds=_json(os.path.join(run_dir(cell, seed), "wall_seconds.json")),
                    knn_curve=knn_curve(cell, seed, results["knn"]),
                    knn_curve_format=CURVE_FORMAT, **_provenance())
@@ -391,10 +452,13 @@ def run_results(cell: str, seed: int) -> dict | None:
     metrics = bgs["metrics"]
     times = _json(os.path.join(directory, "wall_seconds.json")) or {}
     logged = train_seconds_logged(cell, seed)
-    return {"knn": knn["pretrained_top1"], "linear": linear["metrics"]["top1"],
+    grey = {key: metrics[key] for key in ("only_fg_grey", "mixed_same_grey", "mixed_rand_grey",
+                                          "bg_gap_grey") if key in metrics}
+    return {"knn": knn["pretrained_top1"], "random_init_knn": knn.get("random_init_top1"),
+            "linear": linear["metrics"]["top1"],
             "original": metrics["original"], "only_fg": metrics["only_fg"],
             "mixed_same": metrics["mixed_same"], "mixed_rand": metrics["mixed_rand"],
-            "bg_gap": metrics["bg_gap"],
+            "bg_gap": metrics["bg_gap"], **grey,
             "train_minutes": (logged or times.get("train", 0.0)) / 60,
             "train_minutes_from": "tensorboard" if logged else "runner"}
 

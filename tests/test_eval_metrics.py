@@ -146,7 +146,7 @@ def test_background_variants_composition():
     masks = np.zeros((n, size, size, 1), np.float32)
     masks[:, 2:6, 2:6] = 1.0
     variants = backgrounds.make_variants(images, masks, labels, seed=0)
-    assert set(variants) == set(backgrounds.VARIANTS)
+    assert set(variants) == set(backgrounds.VARIANTS + backgrounds.GREY_VARIANTS)
     np.testing.assert_array_equal(variants["original"], images)
     assert np.all(variants["only_fg"][:, 0, 0] == 0.0)
     for name in ("mixed_same", "mixed_rand", "mixed_next"):  # foreground untouched
@@ -155,6 +155,23 @@ def test_background_variants_composition():
     assert np.all(labels[donors] == labels) and np.all(donors != np.arange(n))
     donors = backgrounds.choose_donors(labels, "next", np.random.default_rng(0))
     np.testing.assert_array_equal(labels[donors], (labels + 1) % 3)
+    # Grey fills: one level per image, on the Only-FG background and in the donor's hole, with
+    # the mixed variants' own donors; the foreground untouched.
+    fg = masks[0, ..., 0] == 1
+    for i in range(n):
+        level = variants["only_fg_grey"][i][~fg]
+        assert np.all(level == level[0, 0]) and 0.0 <= level[0, 0] <= 1.0
+        np.testing.assert_array_equal(variants["only_fg_grey"][i][fg], images[i][fg])
+    for name in ("mixed_same", "mixed_rand"):
+        np.testing.assert_array_equal(variants[f"{name}_grey"][:, 2:6, 2:6], images[:, 2:6, 2:6])
+        # Outside the donor's hole the background is the same donor's as in the plain variant.
+        np.testing.assert_array_equal(variants[f"{name}_grey"][:, 0, 0], variants[name][:, 0, 0])
+    # Adding the grey variants left the five published ones as they were (donors drawn first).
+    rng = np.random.default_rng(0)
+    same = backgrounds.choose_donors(labels, "same", rng)
+    np.testing.assert_array_equal(
+        variants["mixed_same"], images * masks
+        + backgrounds.donor_backgrounds(images, masks)[same] * (1 - masks))
     # The donor's own foreground is replaced by its mean background colour.
     filled = backgrounds.donor_backgrounds(images, masks)
     expected = images[0][masks[0, ..., 0] == 0].mean(axis=0)

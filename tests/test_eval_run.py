@@ -53,7 +53,8 @@ def test_backgrounds_run_composes_variants_from_digit_masks(tmp_path):
         "test_split": "test", "image_size": 32, "resize_size": 32, "linear.num_epochs": 2,
         "linear.batch_size": 20})
     metrics = backgrounds.run(config, str(tmp_path), progress=False)
-    assert set(metrics) == {*backgrounds.VARIANTS, "bg_gap", "num_classes"}
+    assert set(metrics) == {*backgrounds.VARIANTS, *backgrounds.GREY_VARIANTS, "bg_gap",
+                            "bg_gap_grey", "num_classes"}
     assert metrics["num_classes"] == 10
     assert metrics["bg_gap"] == pytest.approx(metrics["mixed_same"] - metrics["mixed_rand"])
     assert results.read_result(str(tmp_path), "backgrounds")["metrics"] == metrics

@@ -42,7 +42,11 @@ def test_every_cell_is_a_valid_config_on_the_shared_budget(spec, generated_image
     method = spec.split(",")[0]
     assert config.method == method and config.data.augmentation == method  # its own table
     assert bool(config.data.mask_dir) == runner.uses_masks(spec)
-    assert (config.data.mask_apply_prob > 0) == (spec == "relicv2")
+    assert (config.data.mask_apply_prob > 0) == (method == "relicv2" and runner.uses_masks(spec))
+    if spec == "relicv2,placebo":
+        assert config.data.mask_dir == imagenette64.PLACEBO_MASK_DIR
+    if spec == "relicv2,2views":
+        assert (config.data.num_large_views, config.data.num_small_views) == (2, 0)
     from relicv2_tf.evaluation import knn_report
     knn_data = knn_report.labelled_data_config(config)  # the monitor reads Imagenette
     assert (knn_data.source, knn_data.data_dir) == ("image_folder", str(generated_imagenette))
@@ -109,7 +113,7 @@ def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
     assert cells[1] == "2 / 3"
     assert cells[2] == "42.0 ± 2.8" and cells[3] == "52.0 ± 2.8"  # sample std of 40, 44
     assert cells[8] == "10.0 ± 0.0" and cells[9] == "15 ± 7"  # minutes: 10 and 20
-    assert "0 / 3" in rows["relicv2"]
+    assert "0 / 5" in rows["relicv2"]
 
 
 def fake_runner(tmp_path, monkeypatch, cells, saliency_fails=False):
@@ -173,15 +177,37 @@ def test_jobs_import_this_checkout(tmp_path):
     assert out.stdout.strip() == os.path.join(runner.REPO, "relicv2_tf", "__init__.py")
 
 
-def test_extra_seeds_of_the_cheaper_headline_comparison_come_first():
+def test_the_headline_runs_first_seed_by_seed_then_the_placebo():
     order = runner.work_items(runner.BOOTSTRAP)
     assert order[0] == runner.BOOTSTRAP and len(order) == len(set(order))
     assert sorted(order) == sorted((c, s) for c, n in runner.CELLS for s in range(n))
-    extra = [item for item in order if item[1] > 0]
-    relic = [i for i, (cell, _) in enumerate(extra) if cell.startswith("relicv2")]
-    assert relic == list(range(len(extra) - len(relic), len(extra)))  # ReLICv2's seeds last
-    first = [cell for cell, seed in order[1:] if seed == 0]
-    assert [runner.uses_masks(c) for c in first] == sorted(runner.uses_masks(c) for c in first)
+    headline = order[1:11]
+    assert headline == [(cell, s) for s in range(5) for cell in ("relicv2,nomask", "relicv2")]
+    assert order[11:16] == [("relicv2,placebo", s) for s in range(5)]
+    planned = {cell for group in runner.PRIORITY for cell in group}
+    first = [i for i, (cell, _) in enumerate(order) if cell in planned]
+    assert first == list(range(1, 1 + len(first)))  # before the other cells' missing seeds
+
+
+def test_placebo_masks_are_centred_boxes_of_each_masks_area(tmp_path):
+    from PIL import Image
+
+    for name, (top, height) in {"a/x": (0, 10), "b/y": (5, 20)}.items():
+        mask = np.zeros((40, 60), np.uint8)
+        mask[top:top + height, 3:30] = 255  # off-centre objects
+        (tmp_path / "masks" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+    runner.placebo_masks(str(tmp_path / "masks"), str(tmp_path / "placebo"))
+    for name, height in {"a/x": 10, "b/y": 20}.items():
+        box = np.asarray(Image.open(tmp_path / "placebo" / f"{name}.png"))
+        area = height * 27 / (40 * 60)
+        assert set(np.unique(box)) == {0, 255}
+        assert abs((box > 0).mean() - area) < 0.02  # the same area, up to rounding the sides
+        rows, cols = np.nonzero(box)
+        assert abs((rows.min() + rows.max()) / 2 - 19.5) <= 1  # centred
+        assert abs((cols.min() + cols.max()) / 2 - 29.5) <= 1
+    done = json.loads((tmp_path / "placebo" / "done.json").read_text())
+    assert done["count"] == 2 and done["id"] != done["from"]
 
 
 def test_knn_curve_reads_the_monitor_from_tensorboard(tmp_path, monkeypatch):

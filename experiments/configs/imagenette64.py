@@ -7,8 +7,17 @@ on its paper recipe.
   python experiments/imagenette64.py            # runs / resumes every cell, writes the table
 
 The argument is "<method>[,<variant>]": method in relicv2 | byol | moco_v2 | simclr | swav,
-variant in nomask (ReLICv2 without saliency masking) | bg_rm | bg_random | bg_swaps (MoCo-v2 and
-SimCLR only). Each method starts from its paper config (experiments/configs/<paper config>.py:
+variant in bg_rm | bg_random | bg_swaps (MoCo-v2 and SimCLR only), or one of the ReLICv2
+ablations and controls (`RELICV2_VARIANTS`, ReLICv2 Tables 18-19 at this scale):
+  nomask   no saliency masking
+  placebo  masks replaced by a centred box of the same area as each image's mask (Table 19's
+           "centered rectangle", matched in area), so masking changes the views as often and as
+           much but carries no foreground information
+  p03      mask-apply probability 0.3 (Table 18's dose axis; the recipe's is 0.1)
+  better   the masks of the best source the dev-set measurement found (docs/SALIENCY.md)
+  2views   2 large views, no small views, no masking: ReLICv2's loss on BYOL's views
+or byol,ema099: BYOL with ReLICv2's constant target EMA 0.99 (instead of 0.996 -> 1 cosine).
+The last two separate ReLICv2's loss from its views and EMA in the comparison with BYOL. Each method starts from its paper config (experiments/configs/<paper config>.py:
 optimizer, loss, heads, EMA, augmentation table) and this file changes only what the budget
 forces, identically for all methods (`SHARED`), plus the few method settings that are sized for
 ImageNet and cannot carry over to 9,469 images (`SMALL_DATA`, each with its reason). Masks:
@@ -26,6 +35,10 @@ _ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__))
 # Where experiments/imagenette64.py writes the saliency masks, <class>/<stem>.png for the train
 # and val images together (their file names are distinct).
 MASK_DIR = os.path.join(_ROOT, "runs", "imagenette64", "masks")
+# The placebo masks (same layout): a centred box of each mask's area (experiments/imagenette64.py).
+PLACEBO_MASK_DIR = os.path.join(_ROOT, "runs", "imagenette64", "masks_placebo")
+# The best mask source of docs/SALIENCY.md, when it is not the network of MASK_DIR.
+BETTER_MASK_DIR = os.path.join(_ROOT, "runs", "imagenette64", "masks_better")
 TRAIN_EXAMPLES = 9469  # Imagenette train split (../shared/data/README.md)
 
 PAPER_CONFIGS = {"relicv2": "relicv2_r50_imagenet", "byol": "byol", "moco_v2": "moco_v2",
@@ -102,7 +115,8 @@ SMALL_DATA = {
         "loss.epsilon": 0.03,
     },
 }
-VARIANTS = ("nomask", "bg_rm", "bg_random", "bg_swaps")
+RELICV2_VARIANTS = ("nomask", "placebo", "p03", "better", "2views")
+VARIANTS = RELICV2_VARIANTS + ("bg_rm", "bg_random", "bg_swaps", "ema099")
 
 
 def imagenette_dir() -> str:
@@ -142,19 +156,35 @@ def get_config(spec="relicv2"):
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or len(variants) > 1:
         raise ValueError(f"imagenette64.py:{spec}: give at most one variant of {VARIANTS}.")
-    if variants == ["nomask"] and method != "relicv2":
-        raise ValueError(f"imagenette64.py:{spec}: 'nomask' switches off ReLICv2's saliency "
-                         "masking; the other methods have none (use the bare method name).")
+    if variants and variants[0] in RELICV2_VARIANTS and method != "relicv2":
+        raise ValueError(f"imagenette64.py:{spec}: {variants[0]!r} changes ReLICv2's saliency "
+                         "masking or views; the other methods have no masking (use the bare "
+                         "method name).")
+    if variants == ["ema099"] and method != "byol":
+        raise ValueError(f"imagenette64.py:{spec}: 'ema099' is BYOL with ReLICv2's EMA.")
     config = importlib.import_module(f"experiments.configs.{PAPER_CONFIGS[method]}").get_config()
     common.set_fields(config, {**SHARED, **SMALL_DATA[method]})
     config.data.data_dir = imagenette_dir()
     if method != "swav":  # SwAV's small crops are part of its recipe; ReLICv2 keeps its two
         config.data.num_small_views = 2 if method == "relicv2" else 0
-    if variants == ["nomask"]:
+    mask_dir = MASK_DIR
+    variant = variants[0] if variants else ""
+    if variant in ("nomask", "2views"):
         config.data.mask_apply_prob = 0.0
-    elif variants:
-        config = with_background(config, variants[0])
+        if variant == "2views":
+            config.data.num_large_views, config.data.num_small_views = 2, 0
+    elif variant == "placebo":
+        mask_dir = PLACEBO_MASK_DIR
+    elif variant == "better":
+        mask_dir = BETTER_MASK_DIR
+    elif variant == "p03":
+        config.data.mask_apply_prob = 0.3
+    elif variant == "ema099":
+        config.training.target_ema_schedule = "constant"
+        config.training.base_target_ema = 0.99
+    elif variant:
+        config = with_background(config, variant)
     uses_masks = any(config.data[k] > 0 for k in ("mask_apply_prob", "bg_rm_prob",
                                                   "bg_random_prob", "bg_swaps_prob"))
-    config.data.mask_dir = MASK_DIR if uses_masks else ""
+    config.data.mask_dir = mask_dir if uses_masks else ""
     return config

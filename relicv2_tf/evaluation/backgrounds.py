@@ -4,7 +4,13 @@ Five test variants of the same images: `original`, `only_fg` (background black),
 (foreground on the background of another image of the same class), `mixed_rand` (background of a
 random image) and `mixed_next` (background of an image of the next class). BG-gap =
 acc(mixed_same) - acc(mixed_rand): how much accuracy depends on the background being the right
-one. Two sources:
+one. Composed from masks, three more variants fill with one random grey level per image
+(uniform in [0, 1]) instead: `only_fg_grey` (the background), `mixed_same_grey` / `mixed_rand_grey`
+(the hole a donor's own object leaves, same donors as `mixed_same` / `mixed_rand`), and
+`bg_gap_grey` = their difference. ReLICv2's masked training views have a flat grey background,
+so a masked encoder has seen flat backgrounds before: the grey variants tell that familiarity
+apart from using the foreground (a black Only-FG or a mean-filled hole is a flat colour too).
+Two sources:
   * an ImageNet-9 ImageFolder root laid out as published: `<root>/<variant>/val/<class>/...`;
   * any dataset with foreground masks (TFRecord `mask`, tfrecord_format.py), from which the
     variants are composed here. Approximation: ImageNet-9 fills the removed foreground of a
@@ -29,6 +35,7 @@ from relicv2_tf.evaluation import features as features_lib
 from relicv2_tf.evaluation import inputs, linear, linear_head, results
 
 VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand", "mixed_next")
+GREY_VARIANTS = ("only_fg_grey", "mixed_same_grey", "mixed_rand_grey")  # composed from masks
 MODES = ("imagenet9", "masks")  # config.mode: the published folders | composed from masks
 HEADS = ("train", "imagenet")  # config.head: a probe on original/train | the ImageNet head
 
@@ -72,8 +79,11 @@ def resize_with_mask(image, mask, image_size: int, resize_size: int):
     return stacked[..., :3], stacked[..., 3:]
 
 
-def donor_backgrounds(images, masks):
-    """Each image with its foreground replaced by its mean background colour: [N, S, S, 3]."""
+def donor_backgrounds(images, masks, fill=None):
+    """Each image with its foreground replaced by its mean background colour, or by `fill`
+    ([N] grey levels) when given: [N, S, S, 3]."""
+    if fill is not None:
+        return images * (1.0 - masks) + np.asarray(fill, np.float32)[:, None, None, None] * masks
     background = 1.0 - masks
     weight = background.sum(axis=(1, 2))  # [N, 1]
     mean = (images * background).sum(axis=(1, 2)) / np.maximum(weight, 1.0)
@@ -107,15 +117,23 @@ def choose_donors(labels, rule: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_variants(images, masks, labels, seed: int = 0) -> dict:
-    """The five ImageNet-9 variants of images [N, S, S, 3] in [0, 1] with masks [N, S, S, 1]."""
+    """The five ImageNet-9 variants of images [N, S, S, 3] in [0, 1] with masks [N, S, S, 1],
+    and the three GREY_VARIANTS (module docstring)."""
     images = np.asarray(images, np.float32)
     masks = (np.asarray(masks, np.float32) >= 0.5).astype(np.float32)
     rng = np.random.default_rng(seed)
     backgrounds = donor_backgrounds(images, masks)
     variants = {"original": images, "only_fg": images * masks}
+    donors = {}
     for name, rule in (("mixed_same", "same"), ("mixed_rand", "random"), ("mixed_next", "next")):
-        donors = choose_donors(labels, rule, rng)
-        variants[name] = images * masks + backgrounds[donors] * (1.0 - masks)
+        donors[name] = choose_donors(labels, rule, rng)
+        variants[name] = images * masks + backgrounds[donors[name]] * (1.0 - masks)
+    grey = rng.uniform(0.0, 1.0, len(images)).astype(np.float32)  # drawn after the donors
+    variants["only_fg_grey"] = donor_backgrounds(images, 1.0 - masks, grey)
+    grey_backgrounds = donor_backgrounds(images, masks, grey)
+    for name in ("mixed_same", "mixed_rand"):
+        variants[f"{name}_grey"] = (images * masks
+                                    + grey_backgrounds[donors[name]] * (1.0 - masks))
     return variants
 
 
@@ -140,7 +158,7 @@ def evaluate_variants(encoder, head, variant_examples: dict, *, num_classes: int
     """Accuracy per variant + BG-gap, from {variant: (image, label) dataset} (ImageFolder root)
     or {variant: (images01 array, labels)} (composed from masks)."""
     accuracies = {}
-    for name in VARIANTS:
+    for name in VARIANTS + GREY_VARIANTS:
         if name not in variant_examples:
             continue
         data = variant_examples[name]
@@ -162,6 +180,8 @@ def evaluate_variants(encoder, head, variant_examples: dict, *, num_classes: int
     metrics = dict(accuracies)
     if "mixed_same" in accuracies and "mixed_rand" in accuracies:
         metrics["bg_gap"] = bg_gap(accuracies)
+    if "mixed_same_grey" in accuracies and "mixed_rand_grey" in accuracies:
+        metrics["bg_gap_grey"] = accuracies["mixed_same_grey"] - accuracies["mixed_rand_grey"]
     metrics["num_classes"] = int(num_classes)
     return metrics
 
