@@ -49,6 +49,7 @@ RESULTS_MD = os.path.join(REPO, "docs", "results", "imagenette64.md")
 FIGURE = os.path.join(REPO, "docs", "figures", "imagenette64_knn.png")
 MASK_FIGURE = os.path.join(REPO, "docs", "figures", "imagenette64_masks.png")
 RECORDS_DIR = os.path.join(REPO, "docs", "results", "imagenette64")
+PREDICTIONS = os.path.join(REPO, "experiments", "imagenette64_predictions.py")
 CONFIG = "experiments/configs/imagenette64.py"
 
 # (cell, seeds): the two headline comparisons get 3 seeds.
@@ -141,25 +142,27 @@ def train(cell: str, seed: int):
 
 
 def evaluate(cell: str, seed: int):
+    """Linear probe, background test sets (and the supervised encoder's kNN), then the per-image
+    val predictions of kNN and linear for the image-level tests; each step skipped when done."""
     directory = run_dir(cell, seed)
     encoder = os.path.join(directory, "encoder")
     log = os.path.join(directory, "log.txt")
-    jobs = [("linear", [*_cli("linear_eval"),
-                        "--config=experiments/configs/linear_eval_imagenette.py"]),
-            ("backgrounds", [*_cli("backgrounds"),
-                             "--config=experiments/configs/backgrounds_imagenette64.py"])]
+    protocol = [f"--config.encoder_dir={encoder}", "--progress=false"]
+    jobs = [("linear", os.path.join(directory, "linear", "linear_eval.json"),
+             [*_cli("linear_eval"), "--config=experiments/configs/linear_eval_imagenette.py",
+              *protocol, f"--output_dir={os.path.join(directory, 'linear')}"]),
+            ("backgrounds", os.path.join(directory, "backgrounds", "backgrounds.json"),
+             [*_cli("backgrounds"), "--config=experiments/configs/backgrounds_imagenette64.py",
+              *protocol, f"--output_dir={os.path.join(directory, 'backgrounds')}"])]
     if cell == "supervised":  # pretraining runs write their kNN figure themselves
-        jobs.append(("knn", [sys.executable, __file__, "--knn_of", encoder]))
-    for name, command in jobs:
-        output = os.path.join(directory, name)
-        if _done(output, f"{'linear_eval' if name == 'linear' else name}.json"):
-            continue
-        if name == "knn":
-            command = command + [output]
-        else:
-            command = command + [f"--config.encoder_dir={encoder}", f"--output_dir={output}",
-                                 "--progress=false"]
-        _add_seconds(directory, name, _run(command, log))
+        jobs.append(("knn", os.path.join(directory, "knn", "knn.json"),
+                     [sys.executable, __file__, "--knn_of", encoder,
+                      os.path.join(directory, "knn")]))
+    jobs.append(("predictions", os.path.join(directory, "predictions.json"),
+                 [sys.executable, PREDICTIONS, directory]))
+    for name, done_file, command in jobs:
+        if not os.path.exists(done_file):
+            _add_seconds(directory, name, _run(command, log))
 
 
 def knn_of(encoder_dir: str, output_dir: str):
@@ -348,6 +351,22 @@ def work_items(first_item: tuple) -> list:
     return order
 
 
+def reevaluate(cell: str, seed: int):
+    """An older record without per-image predictions whose encoder is here (the bootstrap,
+    retrained each session): evaluated again with predictions, its figures compared with the
+    record's (deterministic evaluation: they should not move; the log says if they did)."""
+    old = cell_results(cell, seed) or {}
+    if (old.get("predictions") or not masks_done()
+            or not os.path.exists(os.path.join(run_dir(cell, seed), "knn_eval.json"))):
+        return
+    _log(f"{cell} seed {seed}: re-evaluate for per-image predictions")
+    evaluate(cell, seed)
+    new = finish_record(cell, seed) or {}
+    changed = {k: (old[k], new.get(k)) for k in COLUMNS if k in old and old[k] != new.get(k)}
+    _log(f"{cell} seed {seed}: re-evaluated; "
+         + (f"CHANGED {changed}" if changed else "the same figures as its record"))
+
+
 def run_all(deadline: float, workers: int = 2):
     """Trains and evaluates every (cell, seed) on `workers` cores. A run that needs masks, and
     every evaluation (the background test sets are made from the masks), waits for them; the
@@ -364,6 +383,8 @@ def run_all(deadline: float, workers: int = 2):
         if time.time() > deadline:
             return
         recorded = os.path.exists(record_path(cell, seed))
+        if recorded and masks_ready.is_set():
+            return reevaluate(cell, seed)
         if recorded and not ((cell, seed) == first_item and not masks_ready.is_set()):
             return  # done in an earlier session
         if uses_masks(cell):
@@ -384,7 +405,7 @@ def run_all(deadline: float, workers: int = 2):
             saliency(first_item)
             masks_ready.set()
         if recorded:
-            return
+            return reevaluate(cell, seed)
         masks_ready.wait()
         if not masks_done():  # the background test sets are made from the masks
             _log(f"{cell} seed {seed}: trained, not evaluated (no masks)")
@@ -432,6 +453,7 @@ def finish_record(cell: str, seed: int) -> dict | None:
     train_masks = done.get("id") if uses_masks(cell) else None
     if trained_on:
         train_masks = (_json(os.path.join(trained_on, "done.json")) or {}).get("id")
+    results.update(predictions=_json(os.path.join(run_dir(cell, seed), "predictions.json")))
     results.update(cell=cell, seed=seed, masks=done.get("id"), train_masks=train_masks,
                    wall_seconds=_json(os.path.join(run_dir(cell, seed), "wall_seconds.json")),
                    knn_curve=knn_curve(cell, seed, results["knn"]),
@@ -495,47 +517,44 @@ def _fmt(values, scale=100.0, digits=1):
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
-COLUMNS = ["knn", "linear", "original", "only_fg", "mixed_same", "mixed_rand", "bg_gap"]
-# The two headline comparisons, (with, without): differences are taken seed by seed, since the
-# two runs of a seed share the initialisation and the data order.
-HEADLINES = [("relicv2", "relicv2,nomask"), ("byol,bg_rm", "byol")]
-PAIRED_COLUMNS = [("knn", "kNN"), ("linear", "linear"), ("only_fg", "Only-FG"),
-                  ("bg_gap", "BG-Gap")]
+# The table's columns. "Original" (the background head on the unmodified val images) is left
+# out: it is the linear probe's own number (the same head on the same images) in every record.
+COLUMNS = ["knn", "linear", "only_fg", "mixed_same", "mixed_rand", "bg_gap", "only_fg_grey",
+           "bg_gap_grey"]
+# The paired comparisons of the page, (name, a, b): differences a - b, seed by seed (the two runs
+# of a seed share the initialisation and the data order), over the seeds both cells have.
+COMPARISONS = [
+    ("masking", "relicv2", "relicv2,nomask"),
+    ("placebo masking", "relicv2,placebo", "relicv2,nomask"),
+    ("masks vs placebo", "relicv2", "relicv2,placebo"),
+    ("dose 0.3 vs 0.1", "relicv2,p03", "relicv2"),
+    ("ReLICv2 loss vs BYOL (2 views, EMA 0.99)", "relicv2,2views", "byol,ema099"),
+    ("BYOL EMA 0.99 vs 0.996 cosine", "byol,ema099", "byol"),
+    ("BG_RM on BYOL", "byol,bg_rm", "byol"),
+]
+# Runs below the random-init encoder's kNN + this margin (points) are marked collapsed.
+COLLAPSE_MARGIN = 2.0
 
 
-def paired_difference(differences, confidence=0.95):
-    """Mean of per-seed differences, their sample standard deviation and the two-sided
-    Student-t confidence interval of the mean (None for fewer than two seeds)."""
-    from scipy import stats
-    mean, std = _mean_std(differences)
-    if std is None:
-        return mean, None, None
-    half = stats.t.ppf(0.5 + confidence / 2, len(differences) - 1) * std / math.sqrt(
-        len(differences))
-    return mean, std, (mean - half, mean + half)
+def records_by_cell() -> dict:
+    """{cell: {seed: record}} of the committed records."""
+    return {cell: {s: r for s in range(seeds) if (r := cell_results(cell, s))}
+            for cell, seeds in CELLS}
 
 
-def paired_rows() -> list:
-    """One row per headline comparison: per-seed differences (with - without, points) and
-    their mean with the 95 % t interval, on the seeds both cells have."""
-    rows = []
-    for with_, without in HEADLINES:
-        seeds = [s for s in range(dict(CELLS)[with_])
-                 if cell_results(with_, s) and cell_results(without, s)]
-        cells = []
-        for key, _ in PAIRED_COLUMNS:
-            diffs = [100 * (cell_results(with_, s)[key] - cell_results(without, s)[key])
-                     for s in seeds]
-            if not diffs:
-                cells.append("-")
-                continue
-            mean, _, interval = paired_difference(diffs)
-            text = " / ".join(f"{d:+.1f}" for d in diffs) + f"; mean {mean:+.1f}"
-            if interval:
-                text += f" [{interval[0]:+.1f}, {interval[1]:+.1f}]"
-            cells.append(text)
-        rows.append(f"| {with_} - {without} | {len(seeds)} | " + " | ".join(cells) + " |")
-    return rows
+def comparison_table() -> str:
+    from experiments import imagenette64_stats as stats
+
+    rows = stats.comparison_rows(records_by_cell(), COMPARISONS)
+    waiting = sorted({f"{r['cell_a']} - {r['cell_b']}" for r in rows if not r["seeds"]})
+    table = stats.markdown_table([r for r in rows if r["seeds"]])
+    return table + ("\n\nNo paired seeds yet: " + "; ".join(waiting) + "." if waiting else "")
+
+
+def random_init_knn() -> float | None:
+    """The random-init encoder's kNN (seed 0, the protocol's architecture): its record."""
+    record = _json(os.path.join(RECORDS_DIR, "random_init_seed0.json"))
+    return record["knn"] if record else None
 
 
 def table_rows() -> list:
@@ -546,8 +565,13 @@ def table_rows() -> list:
             rows.append(f"| {cell} | 0 / {seeds} | " + " | ".join(["-"] * (len(COLUMNS) + 1))
                         + " |")
             continue
-        rows.append(f"| {cell} | {len(results)} / {seeds} | "
-                    + " | ".join(_fmt([r[c] for r in results]) for c in COLUMNS)
+        floor = random_init_knn()
+        collapsed = floor is not None and any(
+            100 * r["knn"] < 100 * floor + COLLAPSE_MARGIN for r in results)
+        name = f"{cell} (collapsed)" if collapsed else cell
+        rows.append(f"| {name} | {len(results)} / {seeds} | "
+                    + " | ".join(_fmt([r[c] for r in results if c in r]) if any(
+                        c in r for r in results) else "-" for c in COLUMNS)
                     + f" | {_fmt([r['train_minutes'] for r in results], 1.0, 0)} |")
     return rows
 
@@ -629,13 +653,37 @@ def write_figure(curves: dict):
     plt.close(fig)
 
 
+# Core-minutes of evaluation per run (linear probe, background sets, predictions), measured.
+EVAL_MINUTES = 10.0
+
+
+def runs_left() -> list:
+    """[(cell, seed, estimated core-minutes)] of the runs without a record: the cell's mean
+    training minutes over its records (else its method's, else ReLICv2's), plus evaluation."""
+    done = records_by_cell()
+
+    def minutes(cells):
+        values = [r["train_minutes"] for c in cells for r in done.get(c, {}).values()
+                  if r.get("train_minutes")]
+        return sum(values) / len(values) if values else None
+
+    left = []
+    for cell, seeds in CELLS:
+        method = cell.split(",")[0]
+        train = (minutes([cell]) or minutes([c for c, _ in CELLS if c.split(",")[0] == method])
+                 or minutes(["relicv2"]) or 45.0)
+        left += [(cell, s, train + EVAL_MINUTES) for s in range(seeds) if s not in done[cell]]
+    return left
+
+
 def write_table():
     rows = table_rows()
     curves = knn_curves()
     if curves:
         write_figure(curves)
-    header = ("| cell | seeds done | kNN top-1 | linear top-1 | Original | Only-FG | Mixed-Same "
-              "| Mixed-Rand | BG-Gap | train min |\n|---|---|---|---|---|---|---|---|---|---|")
+    header = ("| cell | seeds done | kNN top-1 | linear top-1 | Only-FG | Mixed-Same | Mixed-Rand "
+              "| BG-Gap | Only-FG (grey) | BG-Gap (grey) | train min |\n"
+              + "|---" * 11 + "|")
     marker = "<!-- table: generated by experiments/imagenette64.py -->"
     used = {}
     for cell, seeds in CELLS:
@@ -645,14 +693,24 @@ def write_table():
                 used.setdefault(record.get("masks") or "none", []).append(f"{cell} s{seed}")
     sets = "\n".join(f"* mask set `{mask}` (docs/results/imagenette64/saliency.json): "
                      + ", ".join(runs) for mask, runs in used.items())
-    paired_header = (
-        "Headline comparisons, paired by seed (percentage points, with - without; per seed "
-        "0 / 1 / 2, then the mean and its 95 % Student-t interval):\n\n"
-        "| comparison | seeds | " + " | ".join(name for _, name in PAIRED_COLUMNS) + " |\n"
-        + "|---" * (len(PAIRED_COLUMNS) + 2) + "|")
-    paired = paired_header + "\n" + "\n".join(paired_rows())
-    table = (f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{sets}\n\n{paired}\n"
-             f"{marker}")
+    floor = random_init_knn()
+    floor_text = ("" if floor is None else
+                  f"Random-init encoder (seed 0, same architecture): kNN {100 * floor:.1f} "
+                  "(docs/results/imagenette64/random_init_seed0.json); a cell with a run below "
+                  f"it + {COLLAPSE_MARGIN:.0f} points is marked collapsed.\n\n")
+    paired = ("Paired comparisons (percentage points, a - b; per seed, then the mean with its "
+              "95 % Student-t interval, its p and the Holm-adjusted p over every row of this "
+              "table; for kNN and linear where both runs kept their per-image predictions, the "
+              "images only a / only b classifies right pooled over those seeds, McNemar's exact "
+              "p (Holm over its own family) and a bootstrap over val images):\n\n"
+              + comparison_table())
+    left = runs_left()
+    left_text = (f"Runs left: {len(left)}, about {sum(m for *_, m in left) / 60:.1f} "
+                 "core-hours (each run's training estimated from its cell's records, plus "
+                 f"{EVAL_MINUTES:.0f} min of evaluation): "
+                 + (", ".join(f"{c} s{s}" for c, s, _ in left) or "none") + ".")
+    table = (f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{floor_text}{sets}\n\n"
+             f"{paired}\n\n{left_text}\n{marker}")
     if os.path.exists(RESULTS_MD):
         text = open(RESULTS_MD).read()
         if text.count(marker) == 2:
@@ -666,7 +724,7 @@ def write_table():
     with open(RESULTS_MD + ".tmp", "w") as f:
         f.write(text)
     os.replace(RESULTS_MD + ".tmp", RESULTS_MD)
-    print("\n".join([header] + rows) + "\n\n" + paired)
+    print(table)
 
 
 def main():

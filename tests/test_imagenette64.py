@@ -112,7 +112,8 @@ def test_table_gives_mean_and_spread_over_the_seeds_done(tmp_path, monkeypatch):
     cells = [c.strip() for c in rows["byol"].split("|")[1:-1]]
     assert cells[1] == "2 / 3"
     assert cells[2] == "42.0 ± 2.8" and cells[3] == "52.0 ± 2.8"  # sample std of 40, 44
-    assert cells[8] == "10.0 ± 0.0" and cells[9] == "15 ± 7"  # minutes: 10 and 20
+    assert cells[7] == "10.0 ± 0.0" and cells[10] == "15 ± 7"  # BG-Gap; minutes: 10 and 20
+    assert cells[8] == cells[9] == "-"  # no grey variants in these records
     assert "0 / 5" in rows["relicv2"]
 
 
@@ -260,33 +261,24 @@ def test_records_of_the_first_format_are_upgraded():
     assert runner.upgrade_curve({"knn": 0.7, "knn_curve": []})["knn_curve"] == []
 
 
-def test_paired_difference_matches_a_hand_worked_t_interval_and_scipy():
-    """Differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 dof) = 4.3027, half-width 4.3027 / sqrt 3."""
-    mean, std, (low, high) = runner.paired_difference([1.0, 2.0, 3.0])
-    assert (mean, std) == (2.0, 1.0)
-    assert low == pytest.approx(2 - 2.48417, abs=1e-4) and high == pytest.approx(2 + 2.48417,
-                                                                                  abs=1e-4)
-    from scipy import stats
-    with_, without = [0.31, 0.35, 0.33], [0.33, 0.34, 0.30]
-    expected = stats.ttest_rel(with_, without).confidence_interval(0.95)
-    _, _, interval = runner.paired_difference([a - b for a, b in zip(with_, without)])
-    assert interval == pytest.approx((expected.low, expected.high))
-    assert runner.paired_difference([0.5]) == (0.5, None, None)  # one seed: no spread
-
-
-def test_paired_rows_pair_only_seeds_both_cells_have(tmp_path, monkeypatch):
+def test_comparisons_pair_only_seeds_both_cells_have(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "RECORDS_DIR", str(tmp_path))
-    metrics = dict(original=0.3, only_fg=0.1, mixed_same=0.3, mixed_rand=0.1)
+    metrics = dict(original=0.3, only_fg=0.1, mixed_same=0.3, mixed_rand=0.1, masks="m1")
     for cell, seed, knn, gap in [("byol", 0, 0.30, 0.20), ("byol", 1, 0.32, 0.22),
                                  ("byol,bg_rm", 0, 0.31, 0.18), ("byol,bg_rm", 2, 0.40, 0.1),
                                  ("relicv2", 0, 0.36, 0.2)]:
         path = runner.record_path(cell, seed)
         with open(path, "w") as f:
             json.dump(dict(metrics, knn=knn, linear=knn, bg_gap=gap), f)
-    rows = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]]
-            for row in runner.paired_rows()}
+    table = runner.comparison_table()
+    rows = {tuple(c.strip() for c in row.split("|")[1:3]): [c.strip() for c in
+                                                          row.split("|")[3:-1]]
+            for row in table.splitlines() if row.startswith("| byol")}
     # BG_RM: only seed 0 is paired (seed 1 lacks BG_RM, seed 2 lacks BYOL): +1.0 kNN, -2.0 gap.
-    assert rows["byol,bg_rm - byol"][0] == "1"
-    assert rows["byol,bg_rm - byol"][1] == "+1.0; mean +1.0"
-    assert rows["byol,bg_rm - byol"][4] == "-2.0; mean -2.0"
-    assert rows["relicv2 - relicv2,nomask"] == ["0", "-", "-", "-", "-"]
+    assert rows[("byol,bg_rm - byol", "kNN")][:2] == ["1", "+1.0"]
+    assert rows[("byol,bg_rm - byol", "BG-Gap")][:2] == ["1", "-2.0"]
+    assert "No paired seeds yet: " in table and "relicv2 - relicv2,nomask" in table
+    with open(runner.record_path("byol", 0), "w") as f:  # evaluated on another mask set
+        json.dump(dict(metrics, knn=0.3, linear=0.3, bg_gap=0.2, masks="m2"), f)
+    with pytest.raises(ValueError, match="different mask sets"):
+        runner.comparison_table()
