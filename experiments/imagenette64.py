@@ -542,6 +542,28 @@ def records_by_cell() -> dict:
             for cell, seeds in CELLS}
 
 
+# The earlier recipe's ReLICv2 records (anchor != target pairs, masking after the augmentations),
+# kept under superseded/ with the BYOL comparison of the same page, tested the same way.
+SUPERSEDED = {"relicv2 (earlier recipe)": "superseded/recipe1_relicv2_seed{}.json",
+              "relicv2,nomask (earlier recipe)": "superseded/recipe1_relicv2_nomask_seed{}.json"}
+SUPERSEDED_COMPARISONS = [
+    ("masking, earlier recipe", "relicv2 (earlier recipe)", "relicv2,nomask (earlier recipe)"),
+    ("BG_RM on BYOL", "byol,bg_rm", "byol")]
+
+
+def superseded_table() -> str:
+    """The earlier recipe's headline comparisons, with the page's statistics (Holm over their
+    rows)."""
+    from experiments import imagenette64_stats as stats
+
+    records = records_by_cell()
+    for cell, pattern in SUPERSEDED.items():
+        records[cell] = {s: r for s in range(3)
+                         if (r := _json(os.path.join(RECORDS_DIR, pattern.format(s))))}
+    rows = stats.comparison_rows(records, SUPERSEDED_COMPARISONS)
+    return stats.markdown_table([r for r in rows if r["seeds"]])
+
+
 def comparison_table() -> str:
     from experiments import imagenette64_stats as stats
 
@@ -659,8 +681,12 @@ EVAL_MINUTES = 10.0
 
 def runs_left() -> list:
     """[(cell, seed, estimated core-minutes)] of the runs without a record: the cell's mean
-    training minutes over its records (else its method's, else ReLICv2's), plus evaluation."""
+    training minutes over its records (else its method's, counting the superseded ReLICv2
+    records: same views, same cost per step), plus evaluation."""
     done = records_by_cell()
+    for cell, pattern in SUPERSEDED.items():
+        done[cell] = {s: r for s in range(3)
+                      if (r := _json(os.path.join(RECORDS_DIR, pattern.format(s))))}
 
     def minutes(cells):
         values = [r["train_minutes"] for c in cells for r in done.get(c, {}).values()
@@ -670,8 +696,8 @@ def runs_left() -> list:
     left = []
     for cell, seeds in CELLS:
         method = cell.split(",")[0]
-        train = (minutes([cell]) or minutes([c for c, _ in CELLS if c.split(",")[0] == method])
-                 or minutes(["relicv2"]) or 45.0)
+        train = (minutes([cell]) or minutes([c for c in done if c.split(",")[0] == method])
+                 or 45.0)
         left += [(cell, s, train + EVAL_MINUTES) for s in range(seeds) if s not in done[cell]]
     return left
 
@@ -704,6 +730,8 @@ def write_table():
               "images only a / only b classifies right pooled over those seeds, McNemar's exact "
               "p (Holm over its own family) and a bootstrap over val images):\n\n"
               + comparison_table())
+    paired += ("\n\nThe earlier recipe's headline comparisons (records in superseded/; Holm "
+               "over these rows only):\n\n" + superseded_table())
     left = runs_left()
     left_text = (f"Runs left: {len(left)}, about {sum(m for *_, m in left) / 60:.1f} "
                  "core-hours (each run's training estimated from its cell's records, plus "
