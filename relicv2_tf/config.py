@@ -97,7 +97,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     train.base_target_ema = 0.99
     train.checkpoint_every_steps = 1000
     train.keep_checkpoints = 3
-    train.log_every_steps = 50
+    train.log_every_steps = 50  # steps between console / train.log lines and TensorBoard scalars
+    # Steps between TensorBoard grids of the views trained on (and at the first step); each
+    # grid starts a small copy of the input pipeline (train_logging.py). 0 = none.
+    train.image_summary_every_steps = 5000
     train.steps_per_execution = 1
     train.jit_compile = False
     train.mixed_precision = ""  # "" | mixed_bfloat16 | mixed_float16
@@ -125,6 +128,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluation.knn_k = 20  # k = 20, T = 0.07 (Wu et al. 2018; the value lightly reports)
     evaluation.knn_temperature = 0.07
     evaluation.knn_max_examples = 5000  # per split (bounds the cost of one evaluation)
+    # Online linear probe (methods/online_probe.py): a linear classifier on the stop-gradient
+    # features of the first large view, trained alongside with its own SGD, its training-batch
+    # top-1 in the logs (needs labels). Off here: the ImageNet recipes leave it to linear eval.
+    evaluation.online_probe = False
+    evaluation.online_probe_learning_rate = 0.1  # its SGD (momentum 0.9) learning rate
     return config
 
 

@@ -13,7 +13,6 @@ resumed run sees exactly the batches an uninterrupted run would have.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -22,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from relicv2_tf import config as config_lib
-from relicv2_tf import distribute
+from relicv2_tf import config_tools, distribute, train_logging
 from relicv2_tf.data import sources, views
 from relicv2_tf.evaluation import knn_report
 from relicv2_tf.methods import build_method
@@ -47,6 +46,19 @@ def synthetic_views_dataset(data_config, batch_size: int, seed: int = 0) -> tf.d
     if data_config.num_small_views > 0:
         element["small"] = views_of(data_config.num_small_views, data_config.small_image_size, 1)
     return tf.data.Dataset.from_tensors(element).repeat()
+
+
+def probe_classes(config) -> int:
+    """Classes of the online probe (`evaluation.online_probe`), 0 when off or without labels."""
+    if not config.evaluation.get("online_probe", False) or config.training.synthetic_data:
+        return 0
+    source = sources.SOURCES[config.data.source]
+    num_classes = source.num_classes(config.data, config.data.split) if source.num_classes else None
+    if not num_classes:
+        logging.warning("evaluation.online_probe: data.source=%r has no class count; no probe.",
+                        config.data.source)
+        return 0
+    return int(num_classes)
 
 
 def make_optimizer(config, steps: int, steps_per_epoch: int):
@@ -131,8 +143,26 @@ class CheckpointEveryInterval(keras.callbacks.Callback):
         encoder_io.save_encoder(self.model.online_encoder, self.model_config, self.encoder_dir)
 
 
-def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: int = 1):
-    """Pretrains `config.method` and returns {"steps", "encoder_dir", "history", "seconds"}."""
+def check_resume(config, workdir: str, allow_config_changes=()):
+    """The resume guard: when `workdir` holds a checkpoint, its config.json must match `config`
+    but for the keys `config_tools.guarded_changes` allows; raises ValueError naming the keys."""
+    path = os.path.join(workdir, "config.json")
+    if not (tf.io.gfile.exists(path)
+            and tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f)
+    config_tools.check_resume(saved, config, workdir, allow_config_changes)
+
+
+def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: int = 1,
+             progress_bar: bool = False, allow_config_changes=()):
+    """Pretrains `config.method` and returns {"steps", "encoder_dir", "history", "seconds"}.
+
+    verbose: 0 = nothing on stdout (train.log and TensorBoard still written), 1 = one line per
+    `training.log_every_steps` (`train_logging.TrainingLog`), or a redrawn bar with
+    `progress_bar` (stdout a terminal). `allow_config_changes`: keys that may differ from the
+    workdir's saved config on resume (`config_tools.RESUME_ALLOWED_WITH_FLAG`)."""
     config_lib.validate(config)
     strategy = strategy or tf.distribute.get_strategy()
     per_replica = distribute.per_replica_batch_size(config.training.batch_size, strategy)
@@ -143,6 +173,9 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
     keras.utils.set_random_seed(config.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
+        raise ValueError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
+    check_resume(config, workdir, allow_config_changes)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -158,6 +191,17 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         model.compile(optimizer=make_optimizer(config, steps, steps_per_epoch),
                       steps_per_execution=config.training.steps_per_execution,
                       jit_compile=config.training.jit_compile)
+        num_classes = probe_classes(config)
+        if num_classes:
+            model.attach_online_probe(num_classes, config.evaluation.online_probe_learning_rate)
+        image_every = config.training.image_summary_every_steps
+        if image_every and not config.training.synthetic_data:
+            d = config.data
+            model.capture_views(
+                min(8, per_replica), image_every,
+                [d.num_large_views, d.image_size, d.image_size, 3],
+                [d.num_small_views, d.small_image_size, d.small_image_size, 3]
+                if d.num_small_views else None)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         checkpoint_dir = os.path.join(workdir, "checkpoints")
         # A kill while TF wrote a checkpoint leaves its `<prefix>_temp` directory (never listed
@@ -175,7 +219,10 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         if verbose:
             print(f"Resumed from {manager.latest_checkpoint} at step {start_step}/{steps}.")
 
+    input_contexts = []  # this worker's, as tf.distribute gives it (for the image summaries)
+
     def dataset_fn(input_context):
+        input_contexts.append(input_context)
         if config.training.synthetic_data:
             return synthetic_views_dataset(config.data, per_replica,
                                            seed=config.seed + input_context.input_pipeline_id)
@@ -205,14 +252,19 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         if config.evaluation.knn_every_steps:
             monitors.append(knn_report.monitor(
                 config, every_n_epochs=config.evaluation.knn_every_steps // interval))
-        # Keras' TensorBoard callback filters every summary, the end-of-interval ones (kNN)
-        # included, by `step % update_freq == 0`: a divisor of the interval keeps them.
-        callbacks = [*monitors, saver, keras.callbacks.TensorBoard(
-            os.path.join(workdir, "tensorboard"),
-            update_freq=math.gcd(config.training.log_every_steps, interval))]
+        views_fn = (train_logging.captured_views(config, model, per_replica, input_contexts)
+                    if hasattr(model, "captured_views") else None)
+        log = train_logging.TrainingLog(
+            workdir, total_steps=steps, steps_per_epoch=num_examples / config.training.batch_size,
+            global_batch_size=config.training.batch_size,
+            log_every_steps=config.training.log_every_steps,
+            console=("bar" if progress_bar else "log") if verbose else None, views_fn=views_fn,
+            image_every_steps=config.training.image_summary_every_steps,
+            hparams=config_tools.flatten(config))
+        callbacks = [*monitors, saver, log]
         result = model.fit(dataset, epochs=-(-steps // interval),
                            initial_epoch=start_step // interval, steps_per_epoch=interval,
-                           callbacks=callbacks, verbose=verbose)
+                           callbacks=callbacks, verbose=0, shuffle=False)
         history = result.history
         if saver.failure is not None:
             raise saver.failure

@@ -51,13 +51,13 @@ def test_pretrain_end_to_end_writes_everything(tmp_path):
     summary = json.loads((tmp_path / "pretrain_summary.json").read_text())
     assert summary["steps"] == 4
     # The kNN monitor ran at steps 2 and 4: console, history and TensorBoard.
-    assert "knn_top1:" in out.stdout
+    assert "| kNN top-1" in out.stdout
     assert len(summary["history"]["knn_top1"]) == 2
     assert all(0.0 < v <= 1.0 for v in summary["history"]["knn_top1"])
     import tensorflow as tf
     tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(
         str(path)) for value in event.summary.value}
-    assert "epoch_knn_top1" in tags, tags
+    assert "knn_top1" in tags, tags
     knn = json.loads((tmp_path / "knn_eval.json").read_text())
     assert 0.0 <= knn["pretrained_top1"] <= 1.0
 

@@ -38,4 +38,7 @@ def get_config():
     config.training.checkpoint_every_steps = 100
     config.training.log_every_steps = 10
     config.training.deterministic = True  # the Quickstart prints the same kNN figure every run
+    config.training.image_summary_every_steps = 100  # TensorBoard grid of the views trained on
+    # Online linear probe on the digits' labels; it leaves the encoder's trajectory unchanged.
+    config.evaluation.online_probe = True
     return config

@@ -1,8 +1,8 @@
 """`relicv2-analysis`: class concentration (Figure 4) and nearest-neighbour confusion (appendix C)
 of several encoders (`relicv2_tf.evaluation.analysis.run`).
 
-  relicv2-analysis --config=experiments/configs/linear_eval_imagenette.py \
-      --encoders=relicv2=runs/demo/encoder,supervised=runs/sup/encoder \
+  relicv2-analysis --config=experiments/configs/linear_eval_imagenette.py \\
+      --encoders=relicv2=runs/demo/encoder,supervised=runs/sup/encoder \\
       --output_dir=runs/analysis
 
 Uses the data section, `test_split` and the linear config's image / resize sizes of any linear-eval
@@ -10,7 +10,7 @@ config. Writes class_concentration.png, nn_confusion_<name>.png and analysis.jso
 nearest-neighbour label agreement per encoder).
 """
 
-from absl import app, flags
+from absl import flags
 
 from relicv2_tf.cli import common
 
@@ -50,7 +50,8 @@ def run():
         common.run_protocol(COMMAND, "analysis", protocol_flags,
                             encoders=parse_encoders(encoders.value), classes=class_indices,
                             per_class=per_class.value, num_neighbours=num_neighbours.value)
-    app.run(main)
+    common.run_app(COMMAND, main, __doc__,
+                   config_example="experiments/configs/linear_eval_imagenette.py")
 
 
 if __name__ == "__main__":

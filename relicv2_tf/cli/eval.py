@@ -1,6 +1,6 @@
 """`relicv2-eval <protocol>`: every evaluation protocol behind one command.
 
-  relicv2-eval linear --config=experiments/configs/linear_eval_imagenet.py \
+  relicv2-eval linear --config=experiments/configs/linear_eval_imagenet.py \\
       --config.encoder_dir=runs/r50/encoder --output_dir=runs/r50/linear
   relicv2-eval transfer --config=experiments/configs/transfer.py ... --strategy=mirrored
 
@@ -8,8 +8,6 @@
 `relicv2_tf.evaluation.<protocol>.run` with the config, exactly as its alias command does
 (`relicv2-linear-eval`, `relicv2-finetune`, ...). docs/EVALUATION.md describes each protocol.
 """
-
-from absl import app
 
 from relicv2_tf.cli import common
 
@@ -25,7 +23,8 @@ def run():
                         "--config=<file> --output_dir=<dir> (got arguments "
                         f"{argv[1:]}).")
         common.run_protocol(COMMAND, argv[1], protocol_flags)
-    app.run(main)
+    common.run_app(COMMAND, main, __doc__, config_example="experiments/configs/linear_eval_demo.py",
+                   positional=f"<protocol>  one of {', '.join(common.PROTOCOLS)} (first argument)")
 
 
 if __name__ == "__main__":

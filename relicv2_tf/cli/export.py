@@ -1,7 +1,7 @@
 """relicv2-export: write a trained encoder (and linear head) as a TF Serving SavedModel.
 
   relicv2-export --workdir=runs/demo --base_path=/tmp/models --model_name=relicv2
-  relicv2-export --encoder_dir=runs/demo/encoder --linear_head=runs/linear/linear_head.keras \
+  relicv2-export --encoder_dir=runs/demo/encoder --linear_head=runs/linear/linear_head.keras \\
       --base_path=/tmp/models --model_name=relicv2_imagenet --version=3 --overwrite
 
 Writes <base_path>/<model_name>/<version>/ (see relicv2_tf/serving/export.py and docs/SERVING.md).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-from absl import app
 from absl import flags
 
 from relicv2_tf.cli import common
@@ -95,7 +94,7 @@ def main_with_flags(argv):
 
 def main():
     define_flags()
-    app.run(main_with_flags)
+    common.run_app(COMMAND, main_with_flags, __doc__)
 
 
 if __name__ == "__main__":

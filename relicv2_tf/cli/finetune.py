@@ -1,10 +1,10 @@
 """`relicv2-finetune` (= `relicv2-eval finetune`): semi-supervised fine-tuning on a label subset
 (ReLICv2 appendix B.2; `relicv2_tf.evaluation.finetune.run`).
 
-  relicv2-finetune --config=experiments/configs/finetune_imagenet_1pct.py \
+  relicv2-finetune --config=experiments/configs/finetune_imagenet_1pct.py \\
       --config.encoder_dir=runs/r50/encoder --output_dir=runs/r50/semi_1pct
   # a list file of ids instead of the TFDS subset:
-  relicv2-finetune --config=experiments/configs/finetune_imagenet_1pct.py \
+  relicv2-finetune --config=experiments/configs/finetune_imagenet_1pct.py \\
       --config.data.tfds_name=imagenet2012 --config.subset_file=1percent.txt ...
 
 Writes <output_dir>/encoder (fine-tuned, encoder_io format), <output_dir>/linear_head.keras,

@@ -1,9 +1,9 @@
 """`relicv2-linear-eval` (= `relicv2-eval linear`): linear evaluation of a frozen encoder
 (ReLICv2 appendix B.1; `relicv2_tf.evaluation.linear.run`).
 
-  relicv2-linear-eval --config=experiments/configs/linear_eval_imagenet.py \
+  relicv2-linear-eval --config=experiments/configs/linear_eval_imagenet.py \\
       --config.encoder_dir=runs/r50/encoder --output_dir=runs/r50/linear
-  relicv2-linear-eval --config=experiments/configs/linear_eval_imagenette.py \
+  relicv2-linear-eval --config=experiments/configs/linear_eval_imagenette.py \\
       --config.random_init=True --output_dir=runs/imagenette/linear_random
 
 Writes <output_dir>/linear_head.keras (the head serving exports next to the encoder),

@@ -3,7 +3,7 @@
 
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=priors
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=refine
-    relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=generate \
+    relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=generate \\
         [--num_workers=2 --worker_index=0]
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=evaluate
 
@@ -16,7 +16,9 @@ Every stage prints a JSON summary on its last line.
 
 import json
 
-from absl import app, flags
+import os
+
+from absl import flags
 from ml_collections import config_flags
 
 from relicv2_tf.cli import common
@@ -34,9 +36,12 @@ def main():
                                        "generate: number of workers (overrides the config).")
     worker_index = flags.DEFINE_integer("worker_index", None,
                                         "generate: this worker's index (overrides the config).")
+    progress = common.define_progress_flag()
 
     def main_with_flags(argv):
         common.reject_arguments(COMMAND, argv[1:])
+        if not common.progress_bar(progress):
+            os.environ["TQDM_DISABLE"] = "1"  # tqdm's bars (and their \r) off in log files
         if config.value is None or stage.value is None:
             common.fail(COMMAND, "needs --config=<file> and "
                         f"--stage=<{' | '.join(pipeline.STAGES)}>.")
@@ -44,7 +49,8 @@ def main():
             summary = pipeline.run_stage(config.value, stage.value, num_workers.value,
                                          worker_index.value)
         print(json.dumps(summary))
-    app.run(main_with_flags)
+    common.run_app(COMMAND, main_with_flags, __doc__,
+                   config_example="experiments/configs/saliency_demo.py")
 
 
 if __name__ == "__main__":

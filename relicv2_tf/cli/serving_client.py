@@ -1,7 +1,7 @@
 """relicv2-client: send image files to a TF Serving endpoint; print embeddings or top-k classes.
 
   relicv2-client --server=localhost:8500 --protocol=grpc --model_name=relicv2 img1.jpg img2.png
-  relicv2-client --server=localhost:8501 --protocol=rest --model_name=relicv2 --top_k=5 \
+  relicv2-client --server=localhost:8501 --protocol=rest --model_name=relicv2 --top_k=5 \\
       --class_names=classes.txt img1.jpg
 
 Prints one JSON line per image: {"image", "embedding"} or, when the model has a head,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 
-from absl import app
 from absl import flags
 
 from relicv2_tf.cli import common
@@ -75,10 +74,25 @@ def predict_files(paths, *, server: str, protocol: str, model_name: str, version
     raise ValueError(f"protocol={protocol!r}: use 'grpc' or 'rest'.")
 
 
+def check_paths(paths):
+    """The image files exist (checked before TensorFlow starts)."""
+    import os
+
+    if not paths:
+        raise ValueError("needs one or more image files after the flags, e.g. "
+                         "relicv2-client --server=localhost:8500 cat.jpg (--help for more).")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}.")
+
+
 def main_with_flags(argv):
+    paths = argv[1:]
+    with common.exit_on_error(COMMAND):
+        check_paths(paths)
+    common.quiet_tensorflow_startup()
     from relicv2_tf.serving import client
 
-    paths = argv[1:]
     with common.exit_on_error(COMMAND, (FileNotFoundError, ValueError, ImportError, RuntimeError)):
         class_names = client.load_class_names(FLAGS.class_names) if FLAGS.class_names else None
         outputs = predict_files(
@@ -92,7 +106,8 @@ def main_with_flags(argv):
 
 def main():
     define_flags()
-    app.run(main_with_flags)
+    common.run_app(COMMAND, main_with_flags, __doc__, start_tensorflow=False,
+                   positional="<image> ...  JPEG / PNG files to send (one JSON line each)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,6 @@ def strategy_from_flags():
     from relicv2_tf import distribute
 
     strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value, _CPU_REPLICAS.value)
-    logging.info("Strategy %s with %d replicas.", type(strategy).__name__,
+    logging.debug("Strategy %s with %d replicas.", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     return strategy

@@ -1,7 +1,7 @@
 """`relicv2-supervised` (= `relicv2-eval supervised`): the supervised baseline, the same ResNet
 trained with labels (`relicv2_tf.evaluation.supervised.run`).
 
-  relicv2-supervised --config=experiments/configs/supervised_imagenette.py \
+  relicv2-supervised --config=experiments/configs/supervised_imagenette.py \\
       --output_dir=runs/imagenette/supervised
 
 Writes <output_dir>/encoder (encoder_io format, evaluate it with relicv2-linear-eval like any

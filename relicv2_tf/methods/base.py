@@ -103,6 +103,7 @@ class SelfSupervisedModel(keras.Model):
             tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for name in ("nonfinite_steps", "nonfinite_streak"))
+        self.online_probe = None  # methods/online_probe.py, attached by `attach_online_probe`
         self.built = True  # every sub-network is a built functional model
 
     # ------------------------------------------------------------------ construction helpers
@@ -139,8 +140,12 @@ class SelfSupervisedModel(keras.Model):
 
     # ------------------------------------------------------------------ training-time pieces
     def online_projections(self, images):
-        """g(f(x)) of a batch of images [N, H, W, 3] (views folded by `views_to_batch`)."""
-        return self.online_projector(self.online_encoder(images, training=True), training=True)
+        """g(f(x)) of a batch of images [N, H, W, 3] (views folded by `views_to_batch`); the
+        step's first encoder features also go to the online probe, when there is one."""
+        features = self.online_encoder(images, training=True)
+        if self.online_probe is not None and self._probe_features[0] is None:
+            self._probe_features[0] = features
+        return self.online_projector(features, training=True)
 
     def online_predictions(self, images):
         """q(g(f(x))): the online branch of BYOL and ReLICv2."""
@@ -212,7 +217,63 @@ class SelfSupervisedModel(keras.Model):
 
     @property
     def metrics(self):
-        return list(self.trackers.values())
+        probe = list(self.online_probe.metrics.values()) if self.online_probe else []
+        return list(self.trackers.values()) + probe
+
+    def attach_online_probe(self, num_classes: int, learning_rate: float):
+        """Trains a linear classifier on the stop-gradient features of the first large view
+        after each method step (`methods/online_probe.py`; call in the strategy scope, before
+        `compile`). It is kept out of the model's weights and checkpoints: the encoder's
+        trajectory and a checkpoint are the same with and without it."""
+        from relicv2_tf.methods import online_probe
+
+        feature_dim = resnet_lib.feature_dim(self.model_config.depth,
+                                             self.model_config.width_multiplier)
+        probe = online_probe.OnlineProbe(feature_dim, num_classes, learning_rate)
+        object.__setattr__(self, "online_probe", probe)  # not tracked: not in checkpoints
+        object.__setattr__(self, "_probe_features", [None])
+
+        def probe_step(data):
+            features, self._probe_features[0] = self._probe_features[0], None
+            if features is None:  # a method that calls its encoder directly (SwAV)
+                features = self.online_encoder(data["large"][:, 0], training=False)
+            labels = data["label"]
+            return probe.train_step(features[:tf.shape(labels)[0]], labels)
+        self._after_train_step(probe_step)
+
+    def capture_views(self, num_examples: int, every_steps: int, large_shape, small_shape=None):
+        """Keeps the first `num_examples` large (and small) views of the batch of step 1 and of
+        every `every_steps`-th step (the first replica's) in `captured_views`, for the image
+        summaries (`train_logging`); a copy only on those steps. Call in the strategy scope."""
+        def variable(shape, name):  # per replica, read as the first replica's; not checkpointed
+            return tf.Variable(tf.zeros([num_examples, *shape]), trainable=False, name=name,
+                               synchronization=tf.VariableSynchronization.ON_READ,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        captured = {"large": variable(large_shape, "captured_large")}
+        if small_shape is not None:
+            captured["small"] = variable(small_shape, "captured_small")
+        object.__setattr__(self, "captured_views", captured)
+
+        def capture_step(data):
+            step = self.optimizer.iterations
+
+            def store():
+                for key, target in captured.items():
+                    target.assign(tf.cast(data[key][:num_examples], tf.float32))
+                return tf.constant(True)
+            tf.cond(tf.logical_or(tf.equal(step, 1), tf.equal(step % every_steps, 0)), store,
+                    lambda: tf.constant(False))
+            return {}
+        self._after_train_step(capture_step)
+
+    def _after_train_step(self, extra):
+        """Runs `extra(data) -> logs` after the method's `train_step` (probe, view capture)."""
+        method_step = self.train_step
+
+        def train_step(data):
+            logs = method_step(data)
+            return {**logs, **extra(data)}
+        object.__setattr__(self, "train_step", train_step)
 
     def call(self, images, training=False):
         """Inference: pooled online-encoder features (what evaluation and export use)."""

@@ -1,0 +1,120 @@
+"""What a pretraining run reports: plain lines (no \\r, no escape codes) when stdout is a file,
+train.log, TensorBoard on the step axis (scalars, the views image, hparams, kNN), and the online
+probe, which must leave the encoder's trajectory bit for bit unchanged."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.test_pretrain_cli import TINY
+
+
+def _events(workdir):
+    import tensorflow as tf
+
+    steps = defaultdict(list)
+    values = defaultdict(list)
+    for path in sorted((workdir / "tensorboard").rglob("events.out.tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps[value.tag].append(event.step)
+                if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+                    values[value.tag].append(float(tf.make_ndarray(value.tensor)))
+    return steps, values
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    with open(workdir.parent / "stdout.log", "w") as stdout:  # not a terminal, as on a cluster
+        out = subprocess.run(
+            [sys.executable, "-m", "relicv2_tf.cli.pretrain", *TINY, f"--workdir={workdir}",
+             "--config.training.max_steps=4", "--config.training.checkpoint_every_steps=2",
+             "--config.training.log_every_steps=2", "--config.data.num_examples=200",
+             "--config.evaluation.knn_every_steps=2", "--config.evaluation.online_probe=True",
+             "--config.training.image_summary_every_steps=2",
+             "--config.optimizer.warmup_epochs=0"],
+            stdout=stdout, stderr=subprocess.STDOUT, timeout=600, cwd=REPO, env=env)
+    log = (workdir.parent / "stdout.log").read_bytes()
+    assert out.returncode == 0, log[-3000:]
+    return workdir, log
+
+
+def test_a_non_terminal_log_is_plain_lines(logged_run):
+    workdir, log = logged_run
+    assert b"\r" not in log and b"\x1b[" not in log and b"\x08" not in log, log[:2000]
+    text = log.decode()
+    for noise in ("cuInit", "oneDNN custom operations", "shuffle=True", "Sharding callback"):
+        assert noise not in text, text
+    lines = [l for l in text.splitlines() if l.startswith("step ")]
+    assert [l.split(" |")[0] for l in lines] == ["step 2/4", "step 2/4", "step 4/4", "step 4/4"]
+    line = lines[-2]  # step 4: epoch as a fraction of the data, loss terms, lr, speed, ETA
+    assert re.search(r"epoch 0\.\d+/0\.\d+", line) and "loss " in line and "probe_top1 " in line
+    assert "lr 0.0000" in line and "img/s" in line and "ETA" in line  # cosine ends at 0
+    assert "kNN top-1" in lines[-1]
+    train_log = (workdir / "train.log").read_text()
+    assert all(l in train_log for l in lines) and "pretrained" in train_log
+
+
+def test_tensorboard_has_scalars_on_steps_the_views_and_hparams(logged_run):
+    workdir, _ = logged_run
+    steps, values = _events(workdir)
+    for tag in ("loss", "contrastive", "invariance", "learning_rate", "target_ema",
+                "probe_top1", "images_per_second"):
+        assert steps[tag] == [2, 4], (tag, dict(steps))
+    assert steps["knn_top1"] == [2, 4]
+    assert steps["final_knn_top1"] == [4] and steps["final_knn_top1_random_init"] == [4]
+    assert values["learning_rate"][-1] == 0.0  # the schedule's value, not an interval mean
+    assert steps["views"] == [1, 2, 4]
+    assert "_hparams_/session_start_info" in steps
+
+
+def test_view_grid_layout():
+    import tensorflow as tf
+
+    from relicv2_tf import train_logging
+
+    n, size = 3, 8
+    grid = train_logging.view_grid(tf.zeros([n, 12, 12, 3]), tf.ones([n, 12, 12, 3]),
+                                   tf.fill([n, 2, size, size, 3], 0.5),
+                                   tf.ones([n, 1, 4, 4, 3]))
+    assert grid.dtype == tf.uint8 and grid.shape == [1, n * (size + 2), 5 * (size + 2), 3]
+
+
+PROBE_SCRIPT = """
+import json, sys
+import numpy as np
+from relicv2_tf import train
+from relicv2_tf.models import encoder_io
+from tests.conftest import tiny_config
+
+root = sys.argv[1]
+weights, summaries = {}, {}
+for name, probe in (("off", False), ("on", True)):
+    config = tiny_config(**{"training.deterministic": True, "training.max_steps": 3,
+                            "data.num_examples": 96, "evaluation.online_probe": probe,
+                            "training.image_summary_every_steps": 1})
+    _, summaries[name] = train.pretrain(config, f"{root}/{name}", verbose=0)
+    weights[name] = encoder_io.load_encoder(f"{root}/{name}/encoder").get_weights()
+print(json.dumps({
+    "identical": all(np.array_equal(x, y) for x, y in zip(weights["off"], weights["on"])),
+    "probe_logged": "probe_top1" in summaries["on"]["history"],
+    "seconds": {k: s["seconds"] for k, s in summaries.items()}}))
+"""
+
+
+def test_online_probe_leaves_the_encoder_bit_identical(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, str(tmp_path)], capture_output=True,
+                         text=True, timeout=600, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["identical"] and result["probe_logged"], result
