@@ -1,10 +1,10 @@
 """relicv2-import: a published checkpoint -> Keras encoder (+ SavedModel).
 
     relicv2-import --checkpoint=relicv2_r50x1.pkl --trust_pickle --output_dir=encoders/relicv2_r50x1
-    relicv2-import --checkpoint=pretrain_res200x2.pkl --trust_pickle \
-        --output_dir=encoders/byol_r200x2 \
+    relicv2-import --checkpoint=pretrain_res200x2.pkl --trust_pickle \\
+        --output_dir=encoders/byol_r200x2 \\
         --export_base_path=/models --model_name=byol_r200x2 [--version=1]
-    relicv2-import --format=swav --checkpoint=swav_RN50w2_400ep_pretrain.pth.tar --trust_pickle \
+    relicv2-import --format=swav --checkpoint=swav_RN50w2_400ep_pretrain.pth.tar --trust_pickle \\
         --output_dir=encoders/swav_r50x2
 
 --format=haiku (default) reads the ReLICv2 / BYOL Haiku pickles (models/convert.py);
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app, flags
+from absl import flags
 
 from relicv2_tf.cli import common
 
@@ -117,7 +117,7 @@ def _main(argv):
 
 
 def main():
-    app.run(_main)
+    common.run_app(COMMAND, _main, __doc__)
 
 
 if __name__ == "__main__":
