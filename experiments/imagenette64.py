@@ -56,14 +56,14 @@ CONFIG = "experiments/configs/imagenette64.py"
 # (cell, seeds). The ReLICv2 cells run the appendix E recipe (docs/OBJECTIVE.md); records of
 # the earlier recipe are in docs/results/imagenette64/superseded/.
 CELLS = [("relicv2", 5), ("relicv2,nomask", 5), ("relicv2,placebo", 5), ("relicv2,p03", 3),
-         ("relicv2,2views", 3), ("byol,ema099", 3),
+         ("relicv2,better", 3), ("relicv2,2views", 3), ("byol,ema099", 3),
          ("byol", 3), ("byol,bg_rm", 3),
          ("moco_v2", 1), ("moco_v2,bg_rm", 1), ("moco_v2,bg_swaps", 1), ("simclr", 1),
          ("swav", 1), ("supervised", 1)]
 # Order of the work: the headline (masked vs unmasked, seed by seed), then the placebo, then the
 # dose and the controls; the other cells' missing seeds last.
 PRIORITY = [("relicv2", "relicv2,nomask"), ("relicv2,placebo",), ("relicv2,p03",),
-            ("relicv2,2views", "byol,ema099")]
+            ("relicv2,better",), ("relicv2,2views", "byol,ema099")]
 # The run whose encoder initialises the saliency network. A session without masks trains it
 # again (it is not re-evaluated): training is deterministic (`training.deterministic`), so on the
 # same CPU and TensorFlow it reproduces the recorded encoder bit for bit, and the masks made from
@@ -185,7 +185,7 @@ def saliency(source: tuple):
     if os.path.exists(os.path.join(imagenette64.MASK_DIR, "done.json")):
         return
     encoder = os.path.join(run_dir(*source), "encoder")
-    config = "experiments/configs/saliency_imagenette.py"
+    config = "experiments/configs/saliency_imagenette.py:network_v1"  # the benchmark's set
     common = [f"--config={config}", f"--config.workdir={SALIENCY_DIR}",
               f"--config.generate.output_dir={os.path.join(SALIENCY_DIR, 'masks')}",
               f"--config.network.encoder_dir={encoder}"]
@@ -254,6 +254,36 @@ def saliency(source: tuple):
         "dev_set_criterion_failures": quality["criterion_failures"]}
     _write_json(os.path.join(RECORDS_DIR, "saliency.json"), {"mask_sets": sets})
     _write_json(os.path.join(imagenette64.MASK_DIR, "done.json"), {"id": mask_id, **counts})
+
+
+def better_masks():
+    """The masks of the best source on the dev set (docs/SALIENCY.md: the fused priors,
+    `saliency_imagenette.py`'s default) for every train and val image, as one PNG folder
+    (BETTER_MASK_DIR): the `relicv2,better` cell trains on them; evaluations keep MASK_DIR."""
+    out = imagenette64.BETTER_MASK_DIR
+    if os.path.exists(os.path.join(out, "done.json")):
+        return
+    workdir = os.path.join(ROOT, "saliency_better")
+    shards = os.path.join(workdir, "masks")
+    common = ["--config=experiments/configs/saliency_imagenette.py",
+              f"--config.workdir={workdir}", f"--config.generate.output_dir={shards}"]
+    _log("better masks: generate")
+    log = os.path.join(workdir, "log.txt")
+    os.makedirs(workdir, exist_ok=True)
+    procs = [subprocess.Popen([*_cli("saliency"), *common, "--stage=generate", "--num_workers=2",
+                               f"--worker_index={w}"], cwd=REPO, stdout=open(log, "a"),
+                              stderr=subprocess.STDOUT, env=_env())
+             for w in range(2)]
+    started = time.time()
+    if any(p.wait() for p in procs):
+        raise RuntimeError(f"better-mask generation failed; see {log}")
+    _add_seconds(workdir, "generate", time.time() - started)
+    sys.path.insert(0, REPO)
+    from relicv2_tf.saliency import generate
+    counts = {split: generate.export_mask_folder(
+        os.path.join(shards, f"{split}-*.tfrecord"), out) for split in ("train", "val")}
+    _write_json(os.path.join(out, "done.json"), {"id": _mask_set_id(out), **counts,
+                                                 "source": "fused_priors", **_provenance()})
 
 
 def _mask_set_id(mask_dir: str) -> str:
@@ -374,7 +404,7 @@ def run_all(deadline: float, workers: int = 2):
     import concurrent.futures
     import threading
 
-    masks_ready, table_lock, placebo_lock = threading.Event(), threading.Lock(), threading.Lock()
+    masks_ready, table_lock, masks_lock = threading.Event(), threading.Lock(), threading.Lock()
     if masks_done():
         masks_ready.set()
     first_item = BOOTSTRAP
@@ -392,9 +422,11 @@ def run_all(deadline: float, workers: int = 2):
             if not masks_done():
                 _log(f"{cell} seed {seed}: not started (no masks: the saliency stage failed)")
                 return
-            if cell.endswith(",placebo"):
-                with placebo_lock:
+            with masks_lock:  # the training masks of the placebo and better-mask cells
+                if cell.endswith(",placebo"):
                     placebo_masks(imagenette64.MASK_DIR, imagenette64.PLACEBO_MASK_DIR)
+                if cell.endswith(",better"):
+                    better_masks()
         _log(f"{cell} seed {seed}: train")
         train(cell, seed)  # the bootstrap retrains when this session has no masks yet
         if (cell, seed) == first_item and not masks_ready.is_set():

@@ -46,7 +46,7 @@ BACKGROUND_VARIANTS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*_bg_*.py"))
 # `inferred:` says from what the value is read and why, the others why there is no source.
 PAPERS = ("ReLICv2 ", "BYOL ", "SimCLR ", "MoCo ", "MoCo-v2 ", "SwAV ", "Ryali et al.", "DeepUSPS")
 REPOSITORIES = ("google-deepmind/relicv2 ", "deepmind-research/byol", "google-research/simclr ",
-                "facebookresearch/moco ", "facebookresearch/swav ")
+                "facebookresearch/moco ", "facebookresearch/swav ", "donnydonnyullrich/DeepUSPS ")
 LABELS = {"quoted:": PAPERS, "code:": REPOSITORIES, "inferred:": None, "assumed:": None,
           "operational:": None, "unused:": None}
 

@@ -79,3 +79,101 @@ def test_16_bit_png_is_scaled_like_tensorflow_decodes_it():
     ours = generate.decode_rgb(buffer.getvalue())
     reference = tf.io.decode_png(buffer.getvalue(), channels=3, dtype=tf.uint8).numpy()
     np.testing.assert_array_equal(ours, reference)
+
+
+def test_generate_from_fused_priors_writes_the_network_shard_format(tmp_path):
+    """generate.source = "fused_priors": the same shards (ids, original bytes, labels, PNG masks
+    at image size) as the network source, each mask the mean of the four priors' uint8 maps
+    computed independently here, prior by prior, at data.image_size and resized back."""
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from relicv2_tf.data import tfrecord_format
+    from relicv2_tf.saliency import handcrafted, pipeline
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:40] / 48
+    root = tmp_path / "data" / "train"
+    for c, name in enumerate(["n001", "n002"]):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            disc = (yy - 0.5) ** 2 + (xx - 0.4 - 0.1 * i) ** 2 < 0.05
+            image = np.where(disc[..., None], [200, 40, 30], [40, 120, 60 + 40 * c])
+            image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / name / f"img{i}.png")
+    config = saliency_imagenette.get_config()
+    config.workdir = str(tmp_path / "work")  # no saliency_network/ there: none is needed
+    config.data.image_size = 32
+    config.generate.source = "fused_priors"
+    config.generate.data_root = str(tmp_path / "data")
+    config.generate.splits = ("train",)
+    config.generate.output_dir = str(tmp_path / "masks")
+    config.generate.num_shards = 2
+    config.generate.batch_size = 3
+    summary = pipeline.run_stage(config, "generate")
+    assert summary["source"] == "fused_priors"
+    files = sorted(os.listdir(tmp_path / "masks"))
+    assert files == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    examples = [tfrecord_format.parse_example(r) for f in files
+                for r in tf.data.TFRecordDataset(str(tmp_path / "masks" / f))]
+    entries = {e[2]: e for e in generate.list_image_folder(str(root))}
+    assert sorted(e["id"].numpy().decode() for e in examples) == sorted(entries)
+    for example in examples:
+        path, label, _ = entries[example["id"].numpy().decode()]
+        with open(path, "rb") as f:
+            assert example["image"].numpy() == f.read()
+        assert int(example["label"]) == label
+        image = np.asarray(Image.open(path).convert("RGB"))
+        small = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR))
+        maps = handcrafted.all_priors(small)  # float maps of the four priors, one SLIC
+        expected = np.mean([np.round(maps[n] * 255) / 255 for n in handcrafted.PRIOR_NAMES],
+                           axis=0)
+        expected = np.asarray(Image.fromarray(expected.astype(np.float32), mode="F").resize(
+            (image.shape[1], image.shape[0]), Image.BILINEAR))
+        mask = tf.io.decode_png(example["mask"]).numpy()[..., 0] / 255.0
+        assert mask.shape == image.shape[:2]
+        assert np.abs(mask - np.clip(expected, 0, 1)).max() <= 1 / 255 + 1e-6
+        assert mask.std() > 0.05  # a real map, not a constant
+    config.generate.source = "priors"
+    with pytest.raises(ValueError, match="fused_priors"):
+        pipeline.run_stage(config, "generate")
+
+
+def test_refine_saves_every_stage_network_for_the_dev_set_benchmark(tmp_path):
+    """refine.save_stage_networks: one loadable network per prior and round under
+    <workdir>/stages, which the quality benchmark's --stages_dir scores in prior / round order."""
+    import importlib.util
+
+    import numpy as np
+
+    from relicv2_tf.saliency import network, pipeline
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 32, 32, 3), np.uint8)
+    maps = {f"prior_{n}": rng.integers(0, 255, (4, 32, 32), np.uint8)
+            for n in ("rbd", "mr", "dsr", "mc")}
+    np.savez_compressed(tmp_path / "priors.npz", images=images, ids=np.arange(4), **maps)
+    config = saliency_imagenette.get_config()
+    config.workdir = str(tmp_path)
+    config.network.allow_random_init = True
+    config.network.decoder_channels = 8
+    config.priors.names = ("mc", "rbd")  # the benchmark orders stages as PRIOR_NAMES does
+    config.refine.rounds = 2
+    config.refine.epochs_per_round = 1
+    config.refine.batch_size = 4
+    config.refine.save_stage_networks = True
+    config.final.epochs = 1
+    config.final.loss = "f_measure"
+    pipeline.run_stage(config, "refine")
+    expected = [f"{n}_round{r}" for n in ("rbd", "mc") for r in (1, 2)]
+    assert sorted(os.listdir(tmp_path / "stages")) == sorted(expected)
+    model, arch = network.load_saliency_network(str(tmp_path / "stages" / "mc_round2"))
+    assert arch["image_size"] == 32 and model(images[:1].astype("float32")).shape == (1, 32, 32, 1)
+    spec = importlib.util.spec_from_file_location(
+        "saliency_quality", REPO / "benchmarks" / "saliency_quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    named = quality.networks_to_score([str(tmp_path / "saliency_network")],
+                                      str(tmp_path / "stages"))
+    assert list(named) == ["network"] + [f"stage:{s}" for s in expected]

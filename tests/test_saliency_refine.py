@@ -85,6 +85,40 @@ def test_fuse_is_the_mean_or_its_threshold():
     np.testing.assert_allclose(refine.fuse({"a": a, "b": b}, threshold=0.5), [[0.0, 1.0]])
 
 
+def test_f_measure_loss_matches_numpy():
+    """DeepUSPS' continuous F-measure loss against a direct numpy transcription of utils.F_cont
+    (per image: soft TP / FP / FN of sigmoid(logits) against the target, 1 - F, batch mean)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (3, 8, 8, 1)).astype(np.float32)
+    targets = (rng.random((3, 8, 8, 1)) < 0.3).astype(np.float32)
+    targets[2] = rng.random((8, 8, 1))  # soft targets too
+    for beta_squared in (1.0, 4.0, 0.3):
+        p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        tp = (p * targets).sum(axis=(1, 2, 3))
+        fp = (p * (1 - targets)).sum(axis=(1, 2, 3))
+        fn = ((1 - p) * targets).sum(axis=(1, 2, 3))
+        precision, recall = tp / (tp + fp + 1e-5), tp / (tp + fn + 1e-5)
+        f = (1 + beta_squared) * precision * recall / (beta_squared * precision + recall + 1e-5)
+        ours = float(refine.f_measure_loss(tf.constant(logits), tf.constant(targets),
+                                           beta_squared))
+        np.testing.assert_allclose(ours, np.mean(1 - f), rtol=1e-5)
+    perfect = np.where(targets[:2] > 0.5, 20.0, -20.0).astype(np.float32)
+    assert float(refine.f_measure_loss(tf.constant(perfect), tf.constant(targets[:2]))) < 1e-4
+
+
+def test_training_with_the_f_measure_loss_fits_binary_targets():
+    images, masks = disc_dataset(8, 64)
+    trainer = refine.Trainer(network.build_saliency_network(tiny_network_config(), 64))
+    options = refine.TrainOptions(epochs=6, learning_rate=2e-3, batch_size=4, loss="f_measure",
+                                  f_beta_squared=4.0)
+    before = mean_f_beta(refine.predict_maps(trainer.model, images), masks)
+    trainer.train(images, masks.astype(np.float32), options, progress=False)
+    after = mean_f_beta(refine.predict_maps(trainer.model, images), masks)
+    assert after > before + 0.2, (before, after)
+    with pytest.raises(ValueError, match="f_measure"):
+        trainer.step_for("dice")
+
+
 def test_refinement_improves_agreement_with_the_known_mask():
     images, masks = disc_dataset(16, 64)
     priors = {"noisy_a": noisy_prior(masks, 1), "noisy_b": noisy_prior(masks, 2)}
@@ -92,11 +126,18 @@ def test_refinement_improves_agreement_with_the_known_mask():
         seed=0,
         refine=dict(rounds=2, epochs_per_round=6, learning_rate=2e-3, learning_rate_growth=1.0,
                     batch_size=4, adam_beta_1=0.9, prediction_ema=0.5, reset_each_round=False,
-                    flip=True),
-        final=dict(epochs=10, learning_rate=2e-3, fusion_threshold=-1.0)))
+                    flip=True, loss="bce", f_beta_squared=1.0),
+        final=dict(epochs=10, learning_rate=2e-3, fusion_threshold=-1.0, loss="bce",
+                   f_beta_squared=4.0)))
     factory = lambda: network.build_saliency_network(tiny_network_config(), 64)  # noqa: E731
-    model, refined, fused = refine.run_refinement(factory, images, priors, config,
-                                                  progress=False)
+    stages = []  # every stage-1 network after every round (saved to score it on the dev set)
+    model, refined, fused = refine.run_refinement(
+        factory, images, priors, config, progress=False,
+        stage_callback=lambda name, net: stages.append((name, float(np.mean(
+            refine.predict_maps(net, images[:2]))))))
+    assert [n for n, _ in stages] == ["noisy_a_round1", "noisy_a_round2", "noisy_b_round1",
+                                      "noisy_b_round2"]
+    assert len({m for _, m in stages}) == 4  # each saw a different network state
     raw = {k: mean_f_beta(v, masks) for k, v in priors.items()}
     better = {k: mean_f_beta(v, masks) for k, v in refined.items()}
     final = mean_f_beta(refine.predict_maps(model, images), masks)

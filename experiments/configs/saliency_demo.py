@@ -6,7 +6,10 @@
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=evaluate
 
 saliency_imagenette.py with a smaller subset at 128 px and learning rates that move a small
-network in a few epochs. Pass
+network in a few epochs. Unlike saliency_imagenette.py (which writes the fused priors), the demo
+runs the paper's whole pipeline: three DeepUSPS stage-1 rounds per prior, then the masks of the
+saliency network (network generation is also much faster than computing the priors of every
+image). Pass
 --config.network.encoder_dir=<pretrain workdir>/encoder to start from a self-supervised encoder
 (then set allow_random_init=False); random init is the fallback when none exists yet.
 """
@@ -21,8 +24,11 @@ def get_config():
     config.data.subset_size = 400
     config.data.image_size = 128
     config.network.allow_random_init = True
+    config.refine.rounds = 3
     config.refine.epochs_per_round = 3
     config.refine.learning_rate = 2e-3
     config.final.epochs = 24
+    config.final.loss = "bce"  # the loss of the demo's measured runs (docs/SALIENCY.md)
     config.generate.output_dir = "/tmp/relicv2_saliency_demo/masks"
+    config.generate.source = "network"
     return config

@@ -1,4 +1,5 @@
-"""Dataset-scale mask generation: the trained saliency network over an ImageFolder -> TFRecords.
+"""Dataset-scale mask generation: a mask source (the trained saliency network, or the fused
+handcrafted priors) over an ImageFolder -> TFRecords.
 
 Each example is written with `data.tfrecord_format.encode_example`: `image` = the original
 encoded file bytes (never re-encoded), `mask` = PNG uint8 [H, W] at the image's own size,
@@ -187,8 +188,10 @@ def export_mask_folder(shard_pattern: str, mask_root: str) -> int:
 
 
 # ------------------------------------------------------------------------------ figure
-def save_figure(path: str, images, prior_maps: dict, network_maps, max_samples: int = 4) -> str:
-    """Rows: samples; columns: image, each prior, the network's refined mask. Small PNG."""
+def save_figure(path: str, images, prior_maps: dict, network_maps, max_samples: int = 4,
+                last_title: str = "network") -> str:
+    """Rows: samples; columns: image, each prior, the generated mask (`last_title`: the
+    network's or the fused priors'). Small PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,7 +201,7 @@ def save_figure(path: str, images, prior_maps: dict, network_maps, max_samples: 
     rows = min(max_samples, len(images))
     cols = 2 + len(names)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
-    titles = ["image"] + [n.upper() for n in names] + ["network"]
+    titles = ["image"] + [n.upper() for n in names] + [last_title]
     for r in range(rows):
         panels = [images[r]] + [prior_maps[n][r] for n in names] + [network_maps[r]]
         for c, panel in enumerate(panels):

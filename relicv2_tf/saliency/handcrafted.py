@@ -353,3 +353,14 @@ def priors_for_images(images, names=PRIOR_NAMES, n_segments: int = N_SEGMENTS,
     results = priors_for_image_list(images, names, n_segments, compactness, num_workers,
                                     progress)
     return {name: np.stack([r[name] for r in results]) for name in names}
+
+
+def fused_priors(images, names=PRIOR_NAMES, n_segments: int = N_SEGMENTS,
+                 compactness: float = COMPACTNESS, num_workers: int = 1) -> np.ndarray:
+    """The pixel-wise mean of the priors' uint8 maps / 255, float32 [N, H, W] in [0, 1], for
+    equally sized images [N, H, W, 3]: exactly the `fused` method that
+    benchmarks/saliency_quality.py scores (and `refine.fuse` of the unrefined priors), used as
+    a mask source by `generate.source = "fused_priors"`."""
+    maps = priors_for_images(images, names, n_segments, compactness, num_workers,
+                             progress=False)
+    return np.mean(np.stack([maps[n].astype(np.float32) / 255.0 for n in names]), axis=0)

@@ -2,7 +2,8 @@
 
 priors:   random subset of data.data_dir -> handcrafted maps -> <workdir>/priors.npz
 refine:   DeepUSPS stages 1 + 2 -> <workdir>/saliency_network/, <workdir>/refined.npz
-generate: masks for every image of generate.data_root/<split> -> TFRecord shards + a figure
+generate: masks (generate.source: the network or the fused priors) for every image of
+          generate.data_root/<split> -> TFRecord shards + a figure
 evaluate: label-free foreground / background check of priors vs network -> evaluate.json
 
 `run_stage(config, stage)` runs one and returns its JSON-able summary; `relicv2-saliency` is its
@@ -91,10 +92,15 @@ def run_refine(config) -> dict:
     priors = {k: priors[k] for k in config.priors.names}
     image_size = images.shape[1]
     factory = lambda: network.build_saliency_network(config.network, image_size)  # noqa: E731
-    model, refined, fused = refine.run_refinement(factory, images, priors, config)
+    arch = network.architecture(config.network, image_size)
+    stage_callback = None
+    if config.refine.save_stage_networks:  # <workdir>/stages/<prior>_round<r>/
+        stage_callback = lambda stage, model: network.save_saliency_network(  # noqa: E731
+            model, arch, os.path.join(config.workdir, "stages", stage))
+    model, refined, fused = refine.run_refinement(factory, images, priors, config,
+                                                  stage_callback=stage_callback)
     directory = network.save_saliency_network(
-        model, network.architecture(config.network, image_size),
-        os.path.join(config.workdir, "saliency_network"))
+        model, arch, os.path.join(config.workdir, "saliency_network"))
     np.savez_compressed(os.path.join(config.workdir, "refined.npz"), fused=_to_uint8(fused),
                         **{f"refined_{k}": _to_uint8(v) for k, v in refined.items()})
     change = {k: round(float(np.abs(refined[k] - priors[k]).mean()), 4) for k in refined}
@@ -106,33 +112,58 @@ def _to_uint8(maps):
     return np.round(np.clip(maps, 0, 1) * 255).astype(np.uint8)
 
 
-def run_generate(config, num_workers: int | None = None, worker_index: int | None = None) -> dict:
-    """Masks of every image of `generate.data_root/<split>`, this worker's shards only;
-    `num_workers` / `worker_index` override the config's."""
-    from relicv2_tf.saliency import generate, network, refine
+GENERATE_SOURCES = ("network", "fused_priors")
+
+
+def _mask_source(config):
+    """-> (predict_fn(uint8 [B, S, S, 3]) -> float [B, S, S] in [0, 1], S, figure title) for
+    `generate.source`: the trained saliency network at its own input size, or the mean of the
+    handcrafted priors (`handcrafted.fused_priors`) at `data.image_size`, the size the priors
+    stage and the dev-set measurement use."""
+    from relicv2_tf.saliency import handcrafted, network, refine
 
     gen = config.generate
+    if gen.source == "fused_priors":
+        p = config.priors
+        predict_fn = lambda batch: handcrafted.fused_priors(  # noqa: E731
+            batch, p.names, p.n_segments, p.compactness)
+        return predict_fn, config.data.image_size, "fused priors"
+    model, arch = network.load_saliency_network(os.path.join(config.workdir, "saliency_network"))
+    predict_fn = lambda batch: refine.predict_maps(model, batch, gen.batch_size)  # noqa: E731
+    return predict_fn, arch["image_size"], "network"
+
+
+def run_generate(config, num_workers: int | None = None, worker_index: int | None = None) -> dict:
+    """Masks of every image of `generate.data_root/<split>`, this worker's shards only;
+    `num_workers` / `worker_index` override the config's. The masks come from
+    `generate.source`: "network" (the refine stage's saliency network) or "fused_priors" (the
+    mean of the four handcrafted priors, computed on each image; needs no refine stage)."""
+    from relicv2_tf.saliency import generate
+
+    gen = config.generate
+    if gen.source not in GENERATE_SOURCES:
+        raise ValueError(f"generate.source={gen.source!r}: choose one of {GENERATE_SOURCES}.")
     num_workers = gen.num_workers if num_workers is None else num_workers
     worker_index = gen.worker_index if worker_index is None else worker_index
     if not gen.data_root or not gen.output_dir:
         raise ValueError("set --config.generate.data_root and --config.generate.output_dir.")
-    model, arch = network.load_saliency_network(os.path.join(config.workdir, "saliency_network"))
-    predict_fn = lambda batch: refine.predict_maps(model, batch, gen.batch_size)  # noqa: E731
+    predict_fn, image_size, title = _mask_source(config)
     results = [generate.generate_masks(
-        os.path.join(gen.data_root, split), gen.output_dir, predict_fn, arch["image_size"],
+        os.path.join(gen.data_root, split), gen.output_dir, predict_fn, image_size,
         num_shards=gen.num_shards, num_workers=num_workers, worker_index=worker_index,
         batch_size=gen.batch_size, prefix=split, num_examples=gen.num_examples)
         for split in gen.splits]
-    summary = {"stage": "generate", "output_dir": gen.output_dir, "splits": results}
+    summary = {"stage": "generate", "source": gen.source, "output_dir": gen.output_dir,
+               "splits": results}
     priors_path = os.path.join(config.workdir, "priors.npz")
     if worker_index == 0 and os.path.exists(priors_path):
         images, priors = _read_priors(config.workdir)
         k = gen.figure_samples
-        sample = np.stack([generate.resize_uint8(im, arch["image_size"]) for im in images[:k]])
-        maps = refine.predict_maps(model, sample)
+        sample = np.stack([generate.resize_uint8(im, image_size) for im in images[:k]])
         figure = gen.figure_path or os.path.join(config.workdir, "saliency_samples.png")
         summary["figure"] = generate.save_figure(
-            figure, images[:k], {n: v[:k] for n, v in priors.items()}, maps, k)
+            figure, images[:k], {n: v[:k] for n, v in priors.items()}, predict_fn(sample), k,
+            last_title=title)
     return summary
 
 
