@@ -4,7 +4,8 @@
         [--network_dir=<workdir>/saliency_network] [--stages_dir=<workdir>/stages] \
         [--markdown] [--summary] [--figure=docs/figures/saliency_stages.png]
 
-For every folder of ../shared/data/saliency_dev (DAVIS-2016 val every 10th frame, the two
+For every folder of the saliency dev set ($RELICV2_DATA_ROOT/saliency_dev, default
+../shared/data/saliency_dev: DAVIS-2016 val every 10th frame, the two
 salient-object benchmark samples) and every method, prints one JSON object with the field's
 metrics (`saliency.metrics.dataset_scores`: MAE, adaptive / max / mean F-beta with beta^2 = 0.3,
 S-measure with alpha = 0.5, adaptive / mean / max E-measure), computed at each ground-truth
@@ -48,7 +49,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEV_DIR = os.path.join(ROOT, "..", "shared", "data", "saliency_dev")
+sys.path.insert(0, ROOT)
+from experiments.configs import common  # noqa: E402  (no TensorFlow)
+
+DEV_DIR = common.data_path("saliency_dev")  # $RELICV2_DATA_ROOT or ../shared/data
 CRITERION_METRICS = ("max_f", "s_measure", "mean_e", "mae")
 TARGET_METRICS = ("s_measure", "mae")  # a network should match the fused priors on these
 LOWER_IS_BETTER = ("mae",)
