@@ -177,3 +177,25 @@ def test_refine_saves_every_stage_network_for_the_dev_set_benchmark(tmp_path):
     named = quality.networks_to_score([str(tmp_path / "saliency_network")],
                                       str(tmp_path / "stages"))
     assert list(named) == ["network"] + [f"stage:{s}" for s in expected]
+
+
+def test_saliency_log_has_no_progress_bar_bytes(tmp_path):
+    """--noprogress (the default when stdout is a file): no tqdm bars, so no \\r in the log."""
+    import numpy as np
+    from PIL import Image
+
+    for i in range(3):
+        folder = tmp_path / "images" / "a"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(i).integers(0, 255, (48, 48, 3)).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "relicv2_tf.cli.saliency",
+         "--config=experiments/configs/saliency_demo.py", "--stage=priors", "--noprogress",
+         f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.subset_size=3",
+         "--config.data.image_size=32", "--config.priors.num_workers=1",
+         f"--config.workdir={tmp_path / 'work'}"],
+        cwd=REPO, env=ENV, capture_output=True, timeout=300)  # bytes: text mode hides \r
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert b"\r" not in result.stdout + result.stderr and b"\x1b[" not in result.stderr
+    assert json.loads(result.stdout.decode().strip().splitlines()[-1])["num_images"] == 3

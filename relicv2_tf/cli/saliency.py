@@ -16,8 +16,6 @@ Every stage prints a JSON summary on its last line.
 
 import json
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -40,14 +38,13 @@ def main():
 
     def main_with_flags(argv):
         common.reject_arguments(COMMAND, argv[1:])
-        if not common.progress_bar(progress):
-            os.environ["TQDM_DISABLE"] = "1"  # tqdm's bars (and their \r) off in log files
         if config.value is None or stage.value is None:
             common.fail(COMMAND, "needs --config=<file> and "
                         f"--stage=<{' | '.join(pipeline.STAGES)}>.")
         with common.exit_on_error(COMMAND):
             summary = pipeline.run_stage(config.value, stage.value, num_workers.value,
-                                         worker_index.value)
+                                         worker_index.value,
+                                         progress=common.progress_bar(progress))
         print(json.dumps(summary))
     common.run_app(COMMAND, main_with_flags, __doc__,
                    config_example="experiments/configs/saliency_demo.py")

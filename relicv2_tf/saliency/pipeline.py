@@ -28,16 +28,17 @@ def _subset(entries, size, seed):
     return [entries[i] for i in index]
 
 
-def _load_images(entries, size):
+def _load_images(entries, size, progress=True):
     import tqdm
 
     from relicv2_tf.saliency import generate
 
     return np.stack([generate.load_resized(path, size)
-                     for path, _, _ in tqdm.tqdm(entries, desc="load images")])
+                     for path, _, _ in tqdm.tqdm(entries, desc="load images",
+                                                 disable=not progress)])
 
 
-def run_priors(config) -> dict:
+def run_priors(config, progress: bool = True) -> dict:
     """Handcrafted priors of a random subset of `config.data.data_dir`."""
     from relicv2_tf.saliency import generate, handcrafted
 
@@ -46,10 +47,10 @@ def run_priors(config) -> dict:
     start = time.time()
     entries = _subset(generate.list_image_folder(config.data.data_dir), config.data.subset_size,
                       config.seed)
-    images = _load_images(entries, config.data.image_size)
+    images = _load_images(entries, config.data.image_size, progress)
     priors = handcrafted.priors_for_images(
         images, config.priors.names, config.priors.n_segments, config.priors.compactness,
-        config.priors.num_workers)
+        config.priors.num_workers, progress=progress)
     os.makedirs(config.workdir, exist_ok=True)
     path = os.path.join(config.workdir, "priors.npz")
     np.savez_compressed(path, images=images, ids=np.array([e[2] for e in entries]),
@@ -82,7 +83,7 @@ def _check_encoder(network_config):
                          "a directory (expected <pretrain workdir>/encoder).")
 
 
-def run_refine(config) -> dict:
+def run_refine(config, progress: bool = True) -> dict:
     """The refinement (DeepUSPS stages 1 + 2) of the priors into a saliency network."""
     _check_encoder(config.network)
     from relicv2_tf.saliency import network, refine
@@ -98,6 +99,7 @@ def run_refine(config) -> dict:
         stage_callback = lambda stage, model: network.save_saliency_network(  # noqa: E731
             model, arch, os.path.join(config.workdir, "stages", stage))
     model, refined, fused = refine.run_refinement(factory, images, priors, config,
+                                                  progress=progress,
                                                   stage_callback=stage_callback)
     directory = network.save_saliency_network(
         model, arch, os.path.join(config.workdir, "saliency_network"))
@@ -133,7 +135,8 @@ def _mask_source(config):
     return predict_fn, arch["image_size"], "network"
 
 
-def run_generate(config, num_workers: int | None = None, worker_index: int | None = None) -> dict:
+def run_generate(config, num_workers: int | None = None, worker_index: int | None = None,
+                 progress: bool = True) -> dict:
     """Masks of every image of `generate.data_root/<split>`, this worker's shards only;
     `num_workers` / `worker_index` override the config's. The masks come from
     `generate.source`: "network" (the refine stage's saliency network) or "fused_priors" (the
@@ -151,7 +154,8 @@ def run_generate(config, num_workers: int | None = None, worker_index: int | Non
     results = [generate.generate_masks(
         os.path.join(gen.data_root, split), gen.output_dir, predict_fn, image_size,
         num_shards=gen.num_shards, num_workers=num_workers, worker_index=worker_index,
-        batch_size=gen.batch_size, prefix=split, num_examples=gen.num_examples)
+        batch_size=gen.batch_size, prefix=split, num_examples=gen.num_examples,
+        progress=progress)
         for split in gen.splits]
     summary = {"stage": "generate", "source": gen.source, "output_dir": gen.output_dir,
                "splits": results}
@@ -167,7 +171,7 @@ def run_generate(config, num_workers: int | None = None, worker_index: int | Non
     return summary
 
 
-def run_evaluate(config) -> dict:
+def run_evaluate(config, progress: bool = True) -> dict:
     """The label-free check: how well masks of the priors, their mean, the network and a centred
     box separate foreground from background for a classifier; writes `<workdir>/evaluate.json`."""
     from relicv2_tf.saliency import generate, handcrafted, label_free, network, refine
@@ -177,11 +181,11 @@ def run_evaluate(config) -> dict:
     if not entries:
         raise ValueError(f"{ev.data_dir} has no class folders: the check needs labels.")
     entries = _subset(entries, ev.num_images, config.seed + 1)
-    images = _load_images(entries, ev.image_size)
+    images = _load_images(entries, ev.image_size, progress)
     labels = np.array([e[1] for e in entries])
     priors = handcrafted.priors_for_images(
         images, config.priors.names, config.priors.n_segments, config.priors.compactness,
-        config.priors.num_workers)
+        config.priors.num_workers, progress=progress)
     maps = {k: v.astype(np.float32) / 255.0 for k, v in priors.items()}
     maps["priors_mean"] = refine.fuse({k: maps[k] for k in priors})
     network_dir = os.path.join(config.workdir, "saliency_network")
@@ -231,13 +235,13 @@ STAGES = {"priors": run_priors, "refine": run_refine, "generate": run_generate,
 
 
 def run_stage(config, stage: str, num_workers: int | None = None,
-              worker_index: int | None = None) -> dict:
+              worker_index: int | None = None, progress: bool = True) -> dict:
     """Runs one stage of the pipeline; returns its summary. `num_workers` / `worker_index` are
-    for `generate` (they override `config.generate`'s)."""
+    for `generate` (they override `config.generate`'s); `progress`: tqdm bars (False in logs)."""
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not one of {tuple(STAGES)}.")
     if stage == "generate":
-        return run_generate(config, num_workers, worker_index)
+        return run_generate(config, num_workers, worker_index, progress)
     if num_workers is not None or worker_index is not None:
         raise ValueError("num_workers / worker_index apply to the generate stage only.")
-    return STAGES[stage](config)
+    return STAGES[stage](config, progress)
