@@ -102,6 +102,18 @@ class Architecture:
     replicated: bool  # every array carries a leading replica axis (ReLICv2 files)
 
 
+def check_complete(path: str, problems: list, assigned: list, encoder, model: str, fix: str):
+    """One CheckpointError naming every missing / left-over / mis-shaped tensor (the first 20),
+    then the invariant that every encoder variable was assigned exactly once."""
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise CheckpointError(f"{path}: the checkpoint does not match {model} "
+                              f"({len(problems)} problems):\n  {shown}{more}\n{fix}")
+    if len({id(v) for v in assigned}) != len(encoder.weights):
+        raise AssertionError("internal: some encoder variables were not assigned exactly once")
+
+
 def _find_prefix(params: dict, path: str) -> str:
     candidates = sorted(k[: -len("initial_conv")] for k in params
                         if k == "initial_conv" or k.endswith(HAIKU_SEPARATOR + "initial_conv"))
@@ -260,15 +272,9 @@ def load_haiku_weights(encoder: keras.Model, params: dict, state: dict,
     problems = tensors.problems + [f"left-over tensor `{name}` (no layer of the "
                                    f"{architecture.depth}-layer x{architecture.width_multiplier:g} "
                                    "encoder takes it)" for name in sorted(tensors.tensors)]
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise CheckpointError(
-            f"{path}: the checkpoint does not match a ResNet-{architecture.depth} "
-            f"x{architecture.width_multiplier:g} ({len(problems)} problems):\n  {shown}{more}\n"
-            "Check --depth/--width, or that the file is a ReLICv2/BYOL ResNet checkpoint.")
-    if len({id(v) for v in assigned}) != len(encoder.weights):
-        raise AssertionError("internal: some encoder variables were not assigned exactly once")
+    check_complete(path, problems, assigned, encoder,
+                   f"a ResNet-{architecture.depth} x{architecture.width_multiplier:g}",
+                   "Check --depth/--width, or that the file is a ReLICv2/BYOL ResNet checkpoint.")
     trainable = sum(int(np.prod(v.shape)) for v in encoder.trainable_weights)
     statistics = sum(int(np.prod(v.shape)) for v in encoder.non_trainable_weights)
     return ConversionReport(

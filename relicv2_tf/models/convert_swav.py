@@ -39,7 +39,7 @@ import numpy as np
 
 from relicv2_tf.models import encoder_io
 from relicv2_tf.models import resnet as resnet_lib
-from relicv2_tf.models.convert import Architecture, ConversionReport
+from relicv2_tf.models.convert import Architecture, ConversionReport, check_complete
 from relicv2_tf.models.safe_pickle import CheckpointError
 from relicv2_tf.models.torch_pickle import load_torch_file
 
@@ -170,16 +170,10 @@ def load_swav_weights(encoder: keras.Model, tensors: dict, architecture: Archite
     problems = state.problems + [
         f"left-over tensor `{architecture.prefix}{name}` (no layer of the {model} encoder takes "
         "it)" for name in sorted(state.tensors)]
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise CheckpointError(
-            f"{path}: the checkpoint does not match a {model} with torchvision/SwAV names "
-            f"({len(problems)} problems):\n  {shown}{more}\nCheck --depth/--width, or that the "
-            "file is a SwAV ResNet checkpoint (the released files have 64 x width bottleneck "
-            "channels in layer1; see docs/PUBLISHED_ENCODERS.md).")
-    if len({id(v) for v in assigned}) != len(encoder.weights):
-        raise AssertionError("internal: some encoder variables were not assigned exactly once")
+    check_complete(path, problems, assigned, encoder, f"a {model} with torchvision/SwAV names",
+                   "Check --depth/--width, or that the file is a SwAV ResNet checkpoint (the "
+                   "released files have 64 x width bottleneck channels in layer1; see "
+                   "docs/PUBLISHED_ENCODERS.md).")
     return ConversionReport(
         depth=architecture.depth, width_multiplier=architecture.width_multiplier,
         prefix=architecture.prefix, replicated=False,
