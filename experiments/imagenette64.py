@@ -583,16 +583,20 @@ SUPERSEDED_COMPARISONS = [
     ("BG_RM on BYOL", "byol,bg_rm", "byol")]
 
 
+def superseded_records() -> dict:
+    """{cell: {seed: record}} of the SUPERSEDED records (3 seeds each)."""
+    return {cell: {s: r for s in range(3)
+                   if (r := _json(os.path.join(RECORDS_DIR, pattern.format(s))))}
+            for cell, pattern in SUPERSEDED.items()}
+
+
 def superseded_table() -> str:
     """The earlier recipe's headline comparisons, with the page's statistics (Holm over their
     rows)."""
     from experiments import imagenette64_stats as stats
 
-    records = records_by_cell()
-    for cell, pattern in SUPERSEDED.items():
-        records[cell] = {s: r for s in range(3)
-                         if (r := _json(os.path.join(RECORDS_DIR, pattern.format(s))))}
-    rows = stats.comparison_rows(records, SUPERSEDED_COMPARISONS)
+    rows = stats.comparison_rows({**records_by_cell(), **superseded_records()},
+                                 SUPERSEDED_COMPARISONS)
     return stats.markdown_table([r for r in rows if r["seeds"]])
 
 
@@ -715,10 +719,7 @@ def runs_left() -> list:
     """[(cell, seed, estimated core-minutes)] of the runs without a record: the cell's mean
     training minutes over its records (else its method's, counting the superseded ReLICv2
     records: same views, same cost per step), plus evaluation."""
-    done = records_by_cell()
-    for cell, pattern in SUPERSEDED.items():
-        done[cell] = {s: r for s in range(3)
-                      if (r := _json(os.path.join(RECORDS_DIR, pattern.format(s))))}
+    done = {**records_by_cell(), **superseded_records()}
 
     def minutes(cells):
         values = [r["train_minutes"] for c in cells for r in done.get(c, {}).values()

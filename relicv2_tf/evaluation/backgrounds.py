@@ -129,7 +129,7 @@ def make_variants(images, masks, labels, seed: int = 0) -> dict:
         donors[name] = choose_donors(labels, rule, rng)
         variants[name] = images * masks + backgrounds[donors[name]] * (1.0 - masks)
     grey = rng.uniform(0.0, 1.0, len(images)).astype(np.float32)  # drawn after the donors
-    variants["only_fg_grey"] = donor_backgrounds(images, 1.0 - masks, grey)
+    variants["only_fg_grey"] = images * masks + grey[:, None, None, None] * (1.0 - masks)
     grey_backgrounds = donor_backgrounds(images, masks, grey)
     for name in ("mixed_same", "mixed_rand"):
         variants[f"{name}_grey"] = (images * masks
