@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from relicv2_tf import config as config_lib  # noqa: E402
-from relicv2_tf.data import augment, augment_tables, normalize, sources, views  # noqa: E402
+from relicv2_tf.data import augment, augment_tables, blur, normalize, sources, views  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -96,7 +96,7 @@ def keras_view_model(size, params, seed):
                                        hue_factor=params.hue, seed=seed + 2),
         keras.layers.RandomGrayscale(factor=params.grayscale_prob, seed=seed + 3),
         keras.layers.RandomGaussianBlur(factor=params.blur_prob,
-                                        kernel_size=2 * augment.blur_kernel_radius(size) + 1,
+                                        kernel_size=2 * blur.blur_kernel_radius(size) + 1,
                                         sigma=params.blur_sigma_range, value_range=(0, 1),
                                         seed=seed + 4),
     ]
@@ -173,7 +173,7 @@ def per_op_costs(data_dir, num_images=32, repeats=3):
         "  hue": (lambda v: augment.adjust_hue(v, 0.05), views_224),
         "  contrast": (lambda v: augment.adjust_contrast(v, 1.1), views_224),
         "greyscale": (augment.to_grayscale, views_224),
-        "gaussian blur (23 taps)": (lambda v: augment.gaussian_blur(v, 1.5, 11), views_224),
+        "gaussian blur (23 taps)": (lambda v: blur.gaussian_blur(v, 1.5, 11), views_224),
         "solarize": (augment.solarize, views_224),
         "normalise": (normalize.normalize_images, views_224),
         "photometric, even view (blur p=1)": (

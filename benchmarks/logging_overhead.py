@@ -7,9 +7,9 @@ three variants built from the same seed: the method alone, + online probe
 the worst case: the copy of the views runs on every step instead of every N). Each variant runs
 `--windows` windows of `--steps` steps on the same fixed batches (fed from memory, so the input
 pipeline is not timed); the report is the median and the fastest window's seconds per step and
-their ratios to the method alone, as one JSON object. The grid itself (reading the captured views, the source's images and
-masks, PNG encoding) is timed by `train_logging.TrainingLog` in every run ("Image summaries took
-... s in all" in train.log).
+their ratios to the method alone, as one JSON object. The grid itself (reading the captured
+views, the source's images and masks, PNG encoding) is timed by `train_logging.TrainingLog` in
+every run ("Image summaries took ... s in all" in train.log).
 
     python benchmarks/logging_overhead.py
     python benchmarks/logging_overhead.py --config experiments/configs/relicv2_r50_imagenet.py \
@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build(config, variant, steps_total):
+    import keras
+
     from relicv2_tf import train
     from relicv2_tf.methods import build_method
-
-    import keras
     keras.utils.set_random_seed(config.seed)
     model = build_method(config, total_steps=steps_total, steps_per_epoch=10.0)
     model.compile(optimizer=train.make_optimizer(config, steps_total, 10))

@@ -13,10 +13,11 @@ counts: Conv2D / MatMul forward and their backprop kernels), and prints one JSON
                     / FB(supervised, large)
     limit_ratio   = relicv2_images_per_s * flop_multiple / supervised_images_per_s
 
-F = forward FLOPs per image, FB = forward+backward FLOPs per image (measured: FB / F ~ 3), online
-= encoder + projector + predictor, target = encoder + projector, supervised = encoder + linear
-classifier. With FB = 3 F for every network and no heads, the multiple is the issue's
-"4 large fwd+bwd + 4 large target fwd + 2 small fwd+bwd" = (4*3 + 4 + 2*3*(96/224)^2) / 3 = 5.70.
+F = forward FLOPs per image, FB = forward+backward FLOPs per image (FB / F ~ 3: the JSON's
+`fwd_bwd_over_fwd_encoder`), online = encoder + projector + predictor, target = encoder +
+projector, supervised = encoder + linear classifier. With FB = 3 F for every network and no
+heads, the multiple is the issue's "4 large fwd+bwd + 4 large target fwd + 2 small fwd+bwd"
+= (4*3 + 4 + 2*3*(96/224)^2) / 3 = 5.70.
 limit_ratio = 1 means the ReLICv2 step runs at the supervised step's FLOP rate (the target is
 >= 0.85). Images/s are global; per-replica figures divide by the replica count.
 

@@ -2,9 +2,9 @@
 
 Per image (one row): the source, its mask, the 4 large (224 px) and 2 small (96 px) views, then
 the first large view again with saliency masking, BG_RM, BG_Random, and BG_Swaps' positive (second
-large view) and hard negative, each forced to probability 1 so that it shows. Imagenette has no
-saliency masks yet: the mask is a STAND-IN, a centred ellipse covering ~40 % of the image, and
-the caption says so.
+large view) and hard negative, each forced to probability 1 so that it shows. The mask is a
+STAND-IN, a centred ellipse covering ~40 % of the image (the caption says so), so the figure needs
+no mask set.
 
     python benchmarks/views_grid.py [--out docs/figures/views_grid.png]
 """

@@ -1,4 +1,7 @@
-"""Cross-replica communication: the one module that talks to `tf.distribute`'s replica context.
+"""Cross-replica communication of the method steps: replica info, gather, all-reduce sum and
+variable updates in cross-replica context. (Two other modules ask the replica context one thing
+each: `optim/guard.py` takes its apply-or-skip decision in its own `merge_call`, and
+`models/batch_norm.py` checks for a context before it synchronises through `all_reduce_sum`.)
 
 Every function is the identity (or a plain call) on one device and outside a strategy, so a
 method's step reads the same on 1 CPU, 2 logical CPUs in tests and a TPU pod: distribution is a

@@ -1,7 +1,7 @@
 """Self-supervised objectives as pure functions of embeddings.
 
-ReLIC / ReLICv2 (Mitrovic et al. 2021; Tomasev et al. 2022, eq. 3-4) as docs/OBJECTIVE.md writes it out:
-for an online anchor view a and a target view b over the global batch of B examples,
+ReLIC / ReLICv2 (Mitrovic et al. 2021; Tomasev et al. 2022, eq. 3-4) as docs/OBJECTIVE.md writes
+it out: for an online anchor view a and a target view b over the global batch of B examples,
 S[i, j] = <o(a_i), t(b_j)> / tau with o, t L2-normalised; each row i has the candidate set
 C_i = {i} U N_i (N_i: K other examples drawn uniformly without replacement, or all B - 1);
 
@@ -93,34 +93,6 @@ def relic_pair_loss_rows(online, target, online_all, target_all, *, temperature:
     return contrastive, invariance
 
 
-def relic_pair_loss(online, target, temperature: float, alpha: float, num_negatives=None,
-                    seed=None, contrast_scale: float = 1.0):
-    """ReLIC loss of one (anchor, target) view pair over a whole batch (single device).
-
-    Args:
-      online: [B, D] online embeddings o(a) (normalised here).
-      target: [B, D] target embeddings t(b) (normalised here, stop-gradient).
-      temperature: tau.  alpha: invariance weight.  contrast_scale: weight c of the contrastive
-        term.
-      num_negatives: K sampled negatives per example; None = all B - 1 others.
-      seed: [2] int stateless seed, required when num_negatives is set.
-    Returns:
-      {"loss", "contrastive", "invariance"} scalars (means over the batch).
-    """
-    batch_size = int(online.shape[0])
-    candidates = None
-    if num_negatives is not None and num_negatives < batch_size - 1:
-        if seed is None:
-            raise ValueError("relic_pair_loss: num_negatives needs a seed ([2] int tensor).")
-        candidates = sample_candidates(batch_size, num_negatives, seed)
-    contrastive, invariance = relic_pair_loss_rows(
-        online, target, online, target, temperature=temperature, candidates=candidates)
-    contrastive = tf.reduce_mean(contrastive)
-    invariance = tf.reduce_mean(invariance)
-    return {"loss": contrast_scale * contrastive + alpha * invariance,
-            "contrastive": contrastive, "invariance": invariance}
-
-
 def view_pairs(num_large: int, num_small: int, same_view: bool = True):
     """(anchor, target) pairs of ReLICv2's appendix E listing: every large anchor with every large
     target, the same view included (a == b: one augmented view through the online and the target
@@ -143,8 +115,9 @@ def relicv2_loss(online_views, target_views, *, num_large: int, temperature: flo
     Args:
       online_views: list of L + S tensors [b, D]: online embeddings of large then small views.
       target_views: list of L tensors [b, D]: target embeddings of the large views.
-      num_large: L.  temperature, alpha, contrast_scale, num_negatives: as in
-        `relic_pair_loss`.
+      num_large: L.  temperature: tau.  alpha: invariance weight.  contrast_scale: weight c of
+        the contrastive term.
+      num_negatives: K sampled negatives per example; None (or K >= B - 1) = all B - 1 others.
       seed: [2] int; the negatives are drawn once per step and shared by all pairs.
       global_batch_size: B; defaults to the local batch (single device).
       online_views_all / target_views_all: the views gathered over replicas ([B, D] each).

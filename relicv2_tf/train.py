@@ -7,7 +7,9 @@ files under temporary names and atomically replaces the `checkpoint` index, so a
 previous checkpoint intact). A rerun with the same workdir restores the latest checkpoint and
 continues from its step, and its input pipeline from the same example position (the data order
 and every augmentation are pure functions of the seed and the position, `data/views.py`), so a
-resumed run sees exactly the batches an uninterrupted run would have.
+resumed run sees exactly the batches an uninterrupted run would have. Where checkpoints go, the
+finite check before each save and the non-finite stop / skip decision are `checkpointing.py`'s,
+shared with the evaluation loop; under several workers only the chief writes the workdir.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from relicv2_tf import checkpointing, config_tools, distribute, train_logging
 from relicv2_tf import config as config_lib
-from relicv2_tf import config_tools, distribute, train_logging
 from relicv2_tf.data import sources, views
 from relicv2_tf.evaluation import knn_report
 from relicv2_tf.methods import build_method
 from relicv2_tf.models import encoder_io
-from relicv2_tf.optim import guard, lars, schedules
+from relicv2_tf.optim import lars, schedules
 
 
 def total_steps(config, num_examples: int) -> int:
@@ -76,24 +78,24 @@ def make_optimizer(config, steps: int, steps_per_epoch: int):
 
 class CheckpointEveryInterval(keras.callbacks.Callback):
     """Saves model + optimizer at the end of each interval and the final encoder directory,
-    and acts on non-finite steps (`training.on_nonfinite`).
+    and acts on non-finite steps (`training.on_nonfinite`), by the policy of `checkpointing`.
 
     The train step applies no update on a step whose loss or gradients are not finite and
     counts it (`methods.base`). After each batch this callback logs a new one and, under "stop"
     (or "skip_step" after `max_consecutive_nonfinite` in a row), stops training without saving
     (`failure` holds the error that `pretrain` raises). Before any save the model and optimizer
     state are checked to be finite, so checkpoint retention only ever drops good checkpoints.
+    Every worker saves; only the chief keeps what it saved (`checkpointing.Checkpoints`).
     """
 
-    def __init__(self, manager, encoder_dir, model_config, steps, on_nonfinite="stop",
-                 max_consecutive_nonfinite=5):
+    def __init__(self, checkpoints, encoder_dir, model_config, steps,
+                 policy: checkpointing.NonFinitePolicy):
         super().__init__()
-        self.manager = manager
+        self.checkpoints = checkpoints
         self.encoder_dir = encoder_dir
         self.model_config = model_config
         self.steps = steps
-        self.on_nonfinite = on_nonfinite
-        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.policy = policy
         self.failure = None
         self.nonfinite_seen = None
 
@@ -105,18 +107,10 @@ class CheckpointEveryInterval(keras.callbacks.Callback):
         total = distribute.read_int(self.model.nonfinite_steps)
         if total > self.nonfinite_seen:
             self.nonfinite_seen = total
-            streak = distribute.read_int(self.model.nonfinite_streak)
-            message = (f"Step {step}: non-finite loss or gradients; the update was not applied "
-                       f"({total} such steps in all, {streak} in a row).")
-            logging.warning(message)
-            if self.on_nonfinite == "stop" or streak >= self.max_consecutive_nonfinite:
-                self.failure = guard.NonFiniteError(
-                    f"{message} Training stopped (training.on_nonfinite="
-                    f"{self.on_nonfinite!r}, training.max_consecutive_nonfinite="
-                    f"{self.max_consecutive_nonfinite}); nothing after the last good "
-                    f"checkpoint was saved: {self.manager.latest_checkpoint or 'none yet'}. "
-                    "Rerun the same command to resume from it, or skip such steps with "
-                    "--config.training.on_nonfinite=skip_step (docs/RELIABILITY.md).")
+            self.failure = self.policy.after_nonfinite_step(
+                step, total, distribute.read_int(self.model.nonfinite_streak),
+                self.checkpoints.latest)
+            if self.failure is not None:
                 self.model.stop_training = True
                 return
         if step >= self.steps:
@@ -130,17 +124,24 @@ class CheckpointEveryInterval(keras.callbacks.Callback):
 
     def save(self):
         step = distribute.read_int(self.model.optimizer.iterations)
-        if any(path.endswith(f"-{step}") for path in self.manager.checkpoints):
-            return  # this step is saved already (final save after the last interval)
-        try:
-            guard.assert_finite_state(self.model.weights + list(self.model.optimizer.variables),
-                                      f"checkpoint at step {step}")
-        except guard.NonFiniteError as error:
-            raise guard.NonFiniteError(
-                f"{error} Last good checkpoint: {self.manager.latest_checkpoint or 'none yet'}; "
-                "rerun the same command to resume from it (docs/RELIABILITY.md).") from None
-        self.manager.save(checkpoint_number=step)
-        encoder_io.save_encoder(self.model.online_encoder, self.model_config, self.encoder_dir)
+        if self.checkpoints.save(step):
+            role = self.checkpoints.role
+            encoder_io.save_encoder(self.model.online_encoder, self.model_config,
+                                    role.write_dir(self.encoder_dir))
+            role.remove_worker_dir(self.encoder_dir)
+
+
+def input_options_for(strategy, pipeline_per_replica: bool):
+    """The tf.distribute.InputOptions of the training data: None (one input pipeline per
+    worker), or one pipeline per replica (MirroredStrategy only: replica r then reads what
+    worker r of a MultiWorkerMirroredStrategy run with one replica per worker reads)."""
+    if not pipeline_per_replica:
+        return None
+    if not isinstance(strategy, tf.distribute.MirroredStrategy):
+        raise ValueError("--input_pipeline_per_replica needs --strategy=mirrored, not "
+                         f"{type(strategy).__name__}; drop the flag.")
+    return tf.distribute.InputOptions(
+        experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
 
 
 def check_resume(config, workdir: str, allow_config_changes=()):
@@ -156,15 +157,33 @@ def check_resume(config, workdir: str, allow_config_changes=()):
 
 
 def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: int = 1,
-             progress_bar: bool = False, allow_config_changes=()):
-    """Pretrains `config.method` and returns {"steps", "encoder_dir", "history", "seconds"}.
+             progress_bar: bool = False, allow_config_changes=(),
+             input_pipeline_per_replica: bool = False):
+    """Pretrains `config.method` and returns (model, {"steps", "encoder_dir", "history",
+    "seconds"}).
 
     verbose: 0 = nothing on stdout (train.log and TensorBoard still written), 1 = one line per
     `training.log_every_steps` (`train_logging.TrainingLog`), or a redrawn bar with
     `progress_bar` (stdout a terminal). `allow_config_changes`: keys that may differ from the
-    workdir's saved config on resume (`config_tools.RESUME_ALLOWED_WITH_FLAG`)."""
+    workdir's saved config on resume (`config_tools.RESUME_ALLOWED_WITH_FLAG`).
+
+    Under MultiWorkerMirroredStrategy (or a TPU pod) every worker runs this with the same
+    `workdir` (a shared file system or GCS): all read it, only the chief writes it (config,
+    checkpoints, encoder, train.log, TensorBoard, the summary; `distribute.WorkerRole`).
+    `input_pipeline_per_replica` (MirroredStrategy only) gives each replica its own input
+    pipeline, so one host reads exactly what as many single-replica workers would. A worker
+    lost mid-run stops the others with `distribute.WorkerLostError`."""
     config_lib.validate(config)
     strategy = strategy or tf.distribute.get_strategy()
+    role = distribute.worker_role(strategy)
+    with distribute.stop_on_lost_worker(role):
+        return _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progress_bar,
+                         allow_config_changes, input_options_for(strategy,
+                                                                 input_pipeline_per_replica))
+
+
+def _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progress_bar,
+              allow_config_changes, input_options):
     per_replica = distribute.per_replica_batch_size(config.training.batch_size, strategy)
     if config.training.mixed_precision:
         keras.mixed_precision.set_global_policy(config.training.mixed_precision)
@@ -177,8 +196,11 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         raise ValueError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
     check_resume(config, workdir, allow_config_changes)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if role.is_chief:  # atomically: the other workers' resume guard may be reading it
+        path = os.path.join(workdir, "config.json")
+        with open(path + ".tmp", "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        os.replace(path + ".tmp", path)
 
     num_examples = sources.num_examples(config.data)
     steps_per_epoch = max(1, num_examples // config.training.batch_size)
@@ -202,22 +224,16 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
                 [d.num_large_views, d.image_size, d.image_size, 3],
                 [d.num_small_views, d.small_image_size, d.small_image_size, 3]
                 if d.num_small_views else None)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        checkpoint_dir = os.path.join(workdir, "checkpoints")
-        # A kill while TF wrote a checkpoint leaves its `<prefix>_temp` directory (never listed
-        # or restored: the index file is replaced last); this run is the only writer.
-        for stale in tf.io.gfile.glob(os.path.join(checkpoint_dir, "*_temp*")):
-            (tf.io.gfile.rmtree if tf.io.gfile.isdir(stale) else tf.io.gfile.remove)(stale)
-        manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
-                                             max_to_keep=config.training.keep_checkpoints)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoints = checkpointing.Checkpoints(
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer),
+            os.path.join(workdir, "checkpoints"), config.training.keep_checkpoints,
+            lambda: model.weights + list(model.optimizer.variables), role=role)
+        restored = checkpoints.restore()
     start_step = distribute.read_int(model.optimizer.iterations)
     if start_step:
-        logging.info("Resumed from %s at step %d / %d.", manager.latest_checkpoint,
-                     start_step, steps)
+        logging.info("Resumed from %s at step %d / %d.", restored, start_step, steps)
         if verbose:
-            print(f"Resumed from {manager.latest_checkpoint} at step {start_step}/{steps}.")
+            print(f"Resumed from {restored} at step {start_step}/{steps}.")
 
     input_contexts = []  # this worker's, as tf.distribute gives it (for the image summaries)
 
@@ -240,28 +256,35 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
         return dataset.map(lambda batch: {k: v for k, v in batch.items() if k != "id"})
 
     encoder_dir = os.path.join(workdir, "encoder")
-    saver = CheckpointEveryInterval(manager, encoder_dir, config.model, steps,
-                                    config.training.on_nonfinite,
-                                    config.training.max_consecutive_nonfinite)
+    saver = CheckpointEveryInterval(checkpoints, encoder_dir, config.model, steps,
+                                    checkpointing.NonFinitePolicy(
+                                        config.training.on_nonfinite,
+                                        config.training.max_consecutive_nonfinite, "training"))
     started = time.time()
     history = {}
     if start_step < steps:
-        dataset = strategy.distribute_datasets_from_function(dataset_fn)
+        dataset = strategy.distribute_datasets_from_function(dataset_fn, input_options)
         # Monitors first, so that what they add to the logs reaches TensorBoard and the console.
         monitors = list(extra_callbacks)
         if config.evaluation.knn_every_steps:
             monitors.append(knn_report.monitor(
                 config, every_n_epochs=config.evaluation.knn_every_steps // interval))
-        views_fn = (train_logging.captured_views(config, model, per_replica, input_contexts)
-                    if hasattr(model, "captured_views") else None)
-        log = train_logging.TrainingLog(
-            workdir, total_steps=steps, steps_per_epoch=num_examples / config.training.batch_size,
-            global_batch_size=config.training.batch_size,
-            log_every_steps=config.training.log_every_steps,
-            console=("bar" if progress_bar else "log") if verbose else None, views_fn=views_fn,
-            image_every_steps=config.training.image_summary_every_steps,
-            hparams=config_tools.flatten(config))
-        callbacks = [*monitors, saver, log]
+        callbacks = [*monitors, saver]
+        if role.is_chief:  # train.log, TensorBoard and the console lines
+            views_fn = (train_logging.captured_views(config, model, per_replica, input_contexts)
+                        if hasattr(model, "captured_views") else None)
+            callbacks.append(train_logging.TrainingLog(
+                workdir, total_steps=steps,
+                steps_per_epoch=num_examples / config.training.batch_size,
+                global_batch_size=config.training.batch_size,
+                log_every_steps=config.training.log_every_steps,
+                console=("bar" if progress_bar else "log") if verbose else None,
+                views_fn=views_fn, image_every_steps=config.training.image_summary_every_steps,
+                hparams=config_tools.flatten(config)))
+        elif verbose:
+            print(f"Worker {role.task_id} of {role.num_workers}: training steps "
+                  f"{start_step + 1}-{steps}; the chief writes the logs and checkpoints of "
+                  f"{workdir}.", flush=True)
         result = model.fit(dataset, epochs=-(-steps // interval),
                            initial_epoch=start_step // interval, steps_per_epoch=interval,
                            callbacks=callbacks, verbose=0, shuffle=False)
@@ -273,6 +296,7 @@ def pretrain(config, workdir: str, strategy=None, extra_callbacks=(), verbose: i
     summary = {"steps": distribute.read_int(model.optimizer.iterations), "encoder_dir": encoder_dir,
                "history": {k: [float(v) for v in vals] for k, vals in history.items()},
                "seconds": time.time() - started}
-    with open(os.path.join(workdir, "pretrain_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if role.is_chief:
+        with open(os.path.join(workdir, "pretrain_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return model, summary

@@ -21,12 +21,14 @@ from relicv2_tf import distribute  # noqa: E402  (does not import TensorFlow)
 distribute.avoid_onednn_bfloat16()
 
 import pytest  # noqa: E402
+
 from experiments.configs import common as configs_common  # noqa: E402
 from experiments.configs.common import set_fields  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # What unmarked tests see as the data root: never a real folder.
-HIDDEN_DATA_ROOT = "/nonexistent/relicv2-data-root (hidden from tests without the shared_data marker)"
+HIDDEN_DATA_ROOT = ("/nonexistent/relicv2-data-root "
+                    "(hidden from tests without the shared_data marker)")
 
 
 def pytest_configure(config):

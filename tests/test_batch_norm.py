@@ -73,8 +73,10 @@ SCRIPT = textwrap.dedent("""
             n.op for f in graph_def.library.function for n in f.node_def]
         collectives = sum(t.startswith("CollectiveReduce") for t in op_types)
         result[name] = {
-            "out": np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)]).tolist(),
-            "dx": np.concatenate([t.numpy() for t in strategy.experimental_local_results(dx)]).tolist(),
+            "out": np.concatenate(
+                [t.numpy() for t in strategy.experimental_local_results(out)]).tolist(),
+            "dx": np.concatenate(
+                [t.numpy() for t in strategy.experimental_local_results(dx)]).tolist(),
             "moving_mean": layer.moving_mean.numpy().tolist(), "collectives": int(collectives)}
     print(json.dumps(result))
 """)

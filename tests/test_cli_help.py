@@ -105,3 +105,17 @@ def test_client_checks_its_arguments_before_importing_tensorflow(tmp_path):
     out = _run("serving_client", "--server=localhost:1", str(tmp_path / "missing.jpg"))
     assert out.returncode == 2 and "missing.jpg" in out.stderr
     assert time.time() - started < 10, "relicv2-client started TensorFlow before its checks"
+
+
+def test_a_lost_worker_is_one_line_and_exit_2(capsys):
+    """Every command's error path (`common.exit_on_error`, the default errors) turns a
+    multi-worker job's lost worker into one line naming the fix, as it does bad input."""
+    from relicv2_tf import distribute
+    from relicv2_tf.cli import common
+
+    with pytest.raises(SystemExit) as exit_info:
+        with common.exit_on_error("linear-eval"):
+            raise distribute.WorkerLostError("the job lost a worker; restart every worker.")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["relicv2-linear-eval: the job lost a worker; restart every worker."]

@@ -3,9 +3,9 @@
 The reference is Haiku's own `hk.nets.ResNet` (v1, bottleneck, strides 1,2,2,2, projection
 shortcuts, BN decay 0.9 / eps 1e-5, width multiplier on every channel count including the stem:
 the configuration of BYOL's and ReLICv2's `ResNetTorso`), with random parameters and batch-norm
-statistics from a Haiku training-mode step, written in the released file layout with `dill` and converted by
-`relicv2_tf.models.convert`. Its pooled features come out of `hk.nets.ResNet` through an identity
-`logits` layer (exact in float32), so the comparison needs no copy of Haiku's torso.
+statistics from a Haiku training-mode step, written in the released file layout with `dill` and
+converted by `relicv2_tf.models.convert`. Its pooled features come out of `hk.nets.ResNet` through
+an identity `logits` layer (exact in float32), so the comparison needs no copy of Haiku's torso.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ dill = pytest.importorskip(
     "dill", reason="dill (requirements-test.txt) writes files in the released format")
 import jax.numpy as jnp  # noqa: E402
 
-from relicv2_tf.models import convert  # noqa: E402
-from relicv2_tf.models import encoder_io, safe_pickle  # noqa: E402
+from relicv2_tf.models import convert, encoder_io, safe_pickle  # noqa: E402
 from relicv2_tf.models import resnet as resnet_lib  # noqa: E402
 
 HAIKU_BLOCKS = {18: ((2, 2, 2, 2), False), 50: ((3, 4, 6, 3), True), 101: ((3, 4, 23, 3), True),
@@ -340,8 +339,19 @@ def test_untrusted_path_needs_trust_or_checksum(tiny):
     assert config["width_multiplier"] == 0.125
 
 
-def test_cli_writes_a_loadable_encoder_and_servable_model(tiny):
+def test_import_checks_its_arguments_before_reading_and_the_cli_offers_its_formats(tmp_path):
+    from relicv2_tf import import_encoder
     from relicv2_tf.cli import import_checkpoint
+
+    assert import_checkpoint.FORMATS == import_encoder.FORMATS  # --format's choices
+    with pytest.raises(ValueError, match="unknown checkpoint format 'onnx'"):
+        import_encoder.import_encoder("x.pkl", output_dir=str(tmp_path), checkpoint_format="onnx")
+    with pytest.raises(ValueError, match="nothing to write"):
+        import_encoder.import_encoder("x.pkl")
+
+
+def test_import_writes_a_loadable_encoder_and_servable_model(tiny):
+    from relicv2_tf import import_encoder
 
     data, tmp_path = tiny
     images, expected = data["haiku_features"]
@@ -352,9 +362,9 @@ def test_cli_writes_a_loadable_encoder_and_servable_model(tiny):
         export_base_path = str(tmp_path / "serving")
     except ImportError:
         export_base_path = None
-    result = import_checkpoint.run(checkpoint=path, output_dir=str(out), trust_pickle=True,
-                                   export_base_path=export_base_path, model_name="relicv2_r50",
-                                   version=3)
+    result = import_encoder.import_encoder(checkpoint=path, output_dir=str(out),
+                                           trust_pickle=True, export_base_path=export_base_path,
+                                           model_name="relicv2_r50", version=3)
     loaded = encoder_io.load_encoder(str(out))
     assert np.max(np.abs(loaded(images, training=False).numpy() - expected)) < 1e-4
     assert result["report"]["depth"] == 50 and result["report"]["width_multiplier"] == 0.125

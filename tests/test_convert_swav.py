@@ -97,7 +97,7 @@ def test_cli_end_to_end_without_torch(tmp_path, reference):
         "sys.meta_path.insert(0, BlockTorch())\n"
         "from relicv2_tf.cli import import_checkpoint\n"
         "sys.argv = ['relicv2-import'] + sys.argv[1:]\n"
-        "try:\n    import_checkpoint.main()\n"
+        "try:\n    import_checkpoint.run()\n"
         "finally:\n    print('TORCH_MODULES', sorted(m for m in sys.modules "
         "if m == 'torch' or m.startswith('torch.')), file=sys.stderr)\n")
     sha256 = safe_pickle.file_sha256(FILES["legacy"])
@@ -279,7 +279,8 @@ def test_width_override_that_does_not_fit_fails(state_dict):
 
 def test_layer_names_map_one_to_one():
     model = resnet.resnet(50, WIDTH, padding="torch")
-    names = [convert_swav.torch_module_name(l.name) for l in model.layers if l.weights]
+    names = [convert_swav.torch_module_name(layer.name) for layer in model.layers
+             if layer.weights]
     assert len(names) == len(set(names)) == 1 + 1 + 16 * 6 + 4 * 2
     assert {"conv1", "bn1", "layer1.0.downsample.0", "layer4.2.bn3", "layer3.5.conv2"} <= set(names)
 
@@ -290,9 +291,10 @@ def test_torch_padding_keeps_names_and_weights_and_default_is_unchanged():
     torch_padded = resnet.resnet(50, WIDTH, padding="torch")
     weights = lambda m: [(w.path, tuple(w.shape)) for w in m.weights]  # noqa: E731
     assert weights(same) == weights(torch_padded)
-    assert not any(isinstance(l, (resnet.TorchPaddedConv2D, resnet.keras.layers.ZeroPadding2D))
-                   for l in same.layers)
-    padded = [l.name for l in torch_padded.layers if isinstance(l, resnet.TorchPaddedConv2D)]
+    assert not any(isinstance(layer, (resnet.TorchPaddedConv2D, resnet.keras.layers.ZeroPadding2D))
+                   for layer in same.layers)
+    padded = [layer.name for layer in torch_padded.layers
+              if isinstance(layer, resnet.TorchPaddedConv2D)]
     # the 7x7/2 stem and the 3x3/2 convolution of the first block of groups 1-3
     assert padded == ["initial_conv"] + [f"block_group_{g}__block_0__conv_1" for g in (1, 2, 3)]
     for size in (32, 33, 48, 41):  # same output sizes as TF "SAME" (and as PyTorch)

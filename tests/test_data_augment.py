@@ -1,4 +1,5 @@
-"""relicv2_tf.data.augment: each op against numpy, its probability and ranges, eager and in tf.data."""
+"""relicv2_tf.data.augment and .blur: each op against numpy, its probability and ranges, eager
+and in tf.data."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.data import augment, augment_tables, normalize
+from relicv2_tf.data import augment, augment_tables, blur, normalize
 from relicv2_tf.data import views as views_lib
 
 NUM_SAMPLES = 400
@@ -184,10 +185,10 @@ def test_grayscale_weights_and_probability():
 
 
 def test_blur_kernel_sizes():
-    assert 2 * augment.blur_kernel_radius(224) + 1 == 23  # BYOL / paper
-    assert 2 * augment.blur_kernel_radius(96) + 1 == 9
-    assert 2 * augment.blur_kernel_radius(32) + 1 == 3
-    assert 2 * augment.blur_kernel_radius(16) + 1 == 3  # never a 1-tap no-op
+    assert 2 * blur.blur_kernel_radius(224) + 1 == 23  # BYOL / paper
+    assert 2 * blur.blur_kernel_radius(96) + 1 == 9
+    assert 2 * blur.blur_kernel_radius(32) + 1 == 3
+    assert 2 * blur.blur_kernel_radius(16) + 1 == 3  # never a 1-tap no-op
 
 
 @pytest.mark.parametrize("shape,sigma,radius", [((32, 40, 3), 1.3, 3), ((24, 24, 3), 0.1, 11),
@@ -203,7 +204,7 @@ def test_gaussian_blur_matches_numpy_convolution(shape, sigma, radius):
     for a, ka in enumerate(kernel):
         for b, kb in enumerate(kernel):
             expected += ka * kb * padded[a:a + shape[0], b:b + shape[1]]
-    np.testing.assert_allclose(augment.gaussian_blur(image, sigma, radius).numpy(), expected,
+    np.testing.assert_allclose(blur.gaussian_blur(image, sigma, radius).numpy(), expected,
                                atol=1e-5)
 
 
@@ -211,10 +212,10 @@ def test_random_blur_probability_and_sigma_range():
     image = np.zeros([24, 24, 3], np.float32)
     image[12, 12] = 1.0  # an impulse: the blurred centre row is the kernel itself
 
-    def blur(seed):
+    def random_blur(seed):
         return augment.random_gaussian_blur(tf.constant(image), seed, prob=0.1)
 
-    out = map_over_seeds(blur)
+    out = map_over_seeds(random_blur)
     blurred = np.abs(out - image).max(axis=(1, 2, 3)) > 1e-6
     assert binomial_ok(blurred.sum(), NUM_SAMPLES, 0.1)
     out = map_over_seeds(lambda s: augment.random_gaussian_blur(tf.constant(image), s, prob=1.0))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageFilter
 
-from relicv2_tf.data import augment, augment_tables
+from relicv2_tf.data import augment, augment_tables, blur
 
 RNG = np.random.RandomState(11)
 IMAGE = RNG.rand(12, 17, 3).astype(np.float32) * 0.8 + 0.1
@@ -156,7 +156,7 @@ def gaussian_numpy_taps(sigma, radius):
 def test_zero_padded_gaussian_blur_matches_numpy(sigma, radius):
     # BYOL / SimCLR: a 'SAME' convolution pads with zeros, darkening the borders.
     image = RNG.rand(24, 20, 3).astype(np.float32)
-    out = augment.gaussian_blur(image, sigma, radius, padding="zeros").numpy()
+    out = blur.gaussian_blur(image, sigma, radius, padding="zeros").numpy()
     expected = numpy_separable(image, gaussian_numpy_taps(sigma, radius), "constant")
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert out[0].mean() < image[0].mean() - 0.05  # the darkened border
@@ -191,7 +191,7 @@ def test_pil_box_blur_matches_numpy_and_pil(sigma):
     np.testing.assert_allclose(taps.sum(), 1.0, atol=1e-9)
     variance = 3 * (taps * (np.arange(len(taps)) - len(taps) // 2) ** 2).sum()
     np.testing.assert_allclose(variance, sigma ** 2, rtol=1e-4)  # PIL's "radius" is sigma
-    out = augment.pil_box_blur(image, sigma).numpy()
+    out = blur.pil_box_blur(image, sigma).numpy()
     np.testing.assert_allclose(out, numpy_separable(image, taps, "edge", passes=3), atol=1e-5)
     # PIL itself: the same up to its uint8 rounding after each of its six passes.
     pil = pil_float(Image.fromarray(IMAGE_U8).filter(ImageFilter.GaussianBlur(radius=sigma)))
@@ -205,7 +205,7 @@ def test_random_blur_picks_the_kernel_of_the_table():
     params = augment_tables.MOCO_V2_TABLE[("odd", "large")]
     out = augment.random_gaussian_blur(image, seed, 1.0, (1.2, 1.2), kernel=params.blur_kernel,
                                        padding=params.blur_padding).numpy()
-    np.testing.assert_allclose(out, augment.pil_box_blur(image, 1.2).numpy(), atol=1e-6)
+    np.testing.assert_allclose(out, blur.pil_box_blur(image, 1.2).numpy(), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from relicv2_tf import config as config_lib
 from relicv2_tf.data import image_checks, readers, sources, tfrecord_format
 
 
-
 def data_config(**overrides):
     config = config_lib.get_default_config().data
     for key, value in overrides.items():

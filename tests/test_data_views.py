@@ -113,7 +113,8 @@ def test_saliency_masking_happens_before_crop_and_augmentation():
         pixels = normalize.denormalize_images(masked_out["large"]).numpy()
         background_levels += [abs(float(np.median(view[:2, :2])) - grey) for view in pixels]
     # The corner of a large crop is (almost always) background: after colour jitter its level
-    # moved off the drawn grey in most views (a mask applied after the ops would leave it at the grey exactly).
+    # moved off the drawn grey in most views (a mask applied after the ops would leave it at the
+    # grey exactly).
     assert np.mean(np.array(background_levels) > 0.02) > 0.5, background_levels
 
 
@@ -147,7 +148,8 @@ def test_source_without_masks_refuses_masking_instead_of_switching_it_off(tmp_pa
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
         for i in range(4):
-            Image.fromarray(np.full([20, 24, 3], 40 * i, np.uint8)).save(tmp_path / label / f"{i}.png")
+            image = Image.fromarray(np.full([20, 24, 3], 40 * i, np.uint8))
+            image.save(tmp_path / label / f"{i}.png")
     config = demo_config(source="image_folder", data_dir=str(tmp_path), num_examples=-1,
                          mask_apply_prob=0.5, num_large_views=1, num_small_views=0)
     with pytest.raises(ValueError, match="data.mask_apply_prob=0.5: uses a foreground mask"):
@@ -211,6 +213,18 @@ def test_tf_data_service_workers_split_each_epoch_without_duplicates(tf_data_ser
     batch = batches[0]
     assert batch["large"].shape == (8, 4, 32, 32, 3) and batch["small"].shape == (8, 2, 16, 16, 3)
     assert batch["hard_negative"].shape == (8, 32, 32, 3)
+
+
+def test_tf_data_service_epoch_delivers_every_example_exactly_once(tf_data_service):
+    """pretrain_dataset's processing mode, "distributed_epoch" (ShardingPolicy.DYNAMIC): the
+    dispatcher hands splits of the source to the workers; TF guarantees at-most-once visitation
+    (a worker that dies loses its current split), exactly once without failures. With batch 1 no
+    worker has a remainder to drop, so one epoch is every example, once."""
+    config = demo_config(source="synthetic", num_examples=48, shuffle_buffer=16,
+                         bg_random_prob=0.5, tf_data_service_address=tf_data_service)
+    batches = views.pretrain_dataset(config, batch_size=1, seed=0, repeat=False)
+    ids = sorted(i for b in batches for i in b["id"].numpy())
+    assert ids == [f"synthetic/train/{i:06d}".encode() for i in range(48)]
 
 
 def test_tf_data_service_address_is_checked():

@@ -10,11 +10,21 @@ import tensorflow as tf
 from PIL import Image
 
 from relicv2_tf import config as config_lib
-from relicv2_tf.evaluation import (analysis, backgrounds, batches, features, finetune, inputs,
-                                   linear, linear_head, results, robustness, supervised,
-                                   transfer)
+from relicv2_tf.evaluation import (
+    analysis,
+    backgrounds,
+    batches,
+    features,
+    finetune,
+    inputs,
+    linear,
+    linear_head,
+    results,
+    robustness,
+    supervised,
+    transfer,
+)
 from relicv2_tf.models import resnet
-
 
 
 def colour_examples(num_classes=3, per_class=6, size=36, seed=0):

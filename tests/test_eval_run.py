@@ -12,8 +12,15 @@ import pytest
 from experiments.configs import backgrounds_imagenet9, linear_eval_demo
 from experiments.configs import robustness as robustness_config
 from experiments.configs import transfer as transfer_config
-from relicv2_tf.evaluation import (backgrounds, inputs, linear, linear_head, results, robustness,
-                                   transfer)
+from relicv2_tf.evaluation import (
+    backgrounds,
+    inputs,
+    linear,
+    linear_head,
+    results,
+    robustness,
+    transfer,
+)
 from relicv2_tf.saliency import pipeline
 from tests.conftest import REPO
 from tests.test_eval_protocols import write_image_folder

@@ -11,7 +11,6 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from experiments import imagenette64 as runner
 from experiments import imagenette64_stats as st
 
 

@@ -33,6 +33,13 @@ def numpy_relic(online, target, tau, alpha, candidates=None, contrast_scale=1.0)
     return contrast_scale * c + alpha * v, c, v
 
 
+def pair_loss(online, target, temperature, alpha, **kwargs):
+    """The library's loss of one (anchor, target) view pair: `relicv2_loss` with L = 1, S = 0,
+    whose only pair is (0, 0) and whose sums over rows divided by B are the batch means."""
+    return losses.relicv2_loss([online], [target], num_large=1, temperature=temperature,
+                               alpha=alpha, **kwargs)
+
+
 @pytest.fixture
 def embeddings():
     rng = np.random.default_rng(0)
@@ -41,7 +48,7 @@ def embeddings():
 
 def test_pair_loss_all_negatives_matches_numpy(embeddings):
     online, target = embeddings
-    out = losses.relic_pair_loss(online, target, temperature=0.3, alpha=0.7)
+    out = pair_loss(online, target, temperature=0.3, alpha=0.7)
     loss, c, v = numpy_relic(online, target, 0.3, 0.7)
     np.testing.assert_allclose(out["contrastive"], c, rtol=1e-5)
     np.testing.assert_allclose(out["invariance"], v, rtol=1e-4, atol=1e-6)
@@ -52,7 +59,7 @@ def test_pair_loss_all_negatives_matches_numpy(embeddings):
 def test_pair_loss_sampled_negatives_matches_numpy(embeddings):
     online, target = embeddings
     seed = tf.constant([3, 4], tf.int64)
-    out = losses.relic_pair_loss(online, target, 0.2, 1.0, num_negatives=3, seed=seed)
+    out = pair_loss(online, target, 0.2, 1.0, num_negatives=3, seed=seed)
     candidates = losses.sample_candidates(8, 3, seed).numpy()
     loss, c, v = numpy_relic(online, target, 0.2, 1.0, candidates)
     np.testing.assert_allclose(out["loss"], loss, rtol=1e-5)
@@ -88,7 +95,7 @@ def test_candidates_slice_of_global_equals_rows():
 def test_no_gradient_into_targets(embeddings):
     online, target = (tf.Variable(x) for x in embeddings)
     with tf.GradientTape(persistent=True) as tape:
-        out = losses.relic_pair_loss(online, target, 0.2, 1.0)
+        out = pair_loss(online, target, 0.2, 1.0)
     assert tape.gradient(out["loss"], target) is None
     grad = tape.gradient(out["loss"], online)
     assert grad is not None and float(tf.reduce_sum(tf.abs(grad))) > 0
@@ -96,7 +103,7 @@ def test_no_gradient_into_targets(embeddings):
 
 def test_identical_views_have_zero_invariance():
     x = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
-    out = losses.relic_pair_loss(x, x, 0.5, 1.0)
+    out = pair_loss(x, x, 0.5, 1.0)
     # S is symmetric when online == target, so p == r and the KL vanishes.
     assert abs(float(out["invariance"])) < 1e-6
 
@@ -161,7 +168,7 @@ def test_contrast_scale_weights_only_the_contrastive_term():
     unscaled = losses.relicv2_loss(online, target, num_large=2, temperature=0.3, alpha=0.5)
     np.testing.assert_allclose(out["loss"] - unscaled["loss"], 1.5 * unscaled["contrastive"],
                                rtol=1e-5)
-    pair = losses.relic_pair_loss(online[0], target[1], 0.3, 0.5, contrast_scale=2.5)
+    pair = pair_loss(online[0], target[1], 0.3, 0.5, contrast_scale=2.5)
     np.testing.assert_allclose(pair["loss"], numpy_relic(online[0], target[1], 0.3, 0.5,
                                                          contrast_scale=2.5)[0], rtol=1e-5)
 
@@ -185,4 +192,4 @@ def test_replica_rows_add_up_to_single_device(num_negatives):
 
 def test_sampled_negatives_need_a_seed(embeddings):
     with pytest.raises(ValueError, match="seed"):
-        losses.relic_pair_loss(*embeddings, 0.2, 1.0, num_negatives=3)
+        pair_loss(*embeddings, 0.2, 1.0, num_negatives=3)

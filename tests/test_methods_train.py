@@ -20,6 +20,7 @@ from relicv2_tf.methods.simclr import views_and_hard_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 16
+STEPS_PER_EPOCH = 64 / BATCH  # data.num_examples / training.batch_size of tiny_method_config
 
 
 def tiny_method_config(method, **overrides):
@@ -104,7 +105,7 @@ def test_training_reduces_loss_and_hard_negatives_enter_the_loss(method, base_lr
     config = tiny_method_config(method, **{"optimizer.base_learning_rate": base_lr,
                                            "data.bg_swaps_prob": 1.0 if bg_swaps else 0.0})
     batch = fixed_batch(config)
-    model = build_method(config, total_steps=steps)
+    model = build_method(config, total_steps=steps, steps_per_epoch=STEPS_PER_EPOCH)
     model.compile(optimizer=train.make_optimizer(config, steps, steps_per_epoch=steps))
     expected_first = None
     if bg_swaps:
@@ -135,7 +136,9 @@ def test_swav_head_normalises_large_and_small_crops_together():
     its statistics across large and small crops. Per-resolution head passes differ."""
     config = tiny_method_config("swav")
     batch = fixed_batch(config)
-    model = build_method(config, total_steps=4)
+    model = build_method(config, total_steps=4, steps_per_epoch=STEPS_PER_EPOCH)
+    # The loss section's epochs in steps of this run (4 steps per epoch).
+    assert (model.freeze_prototypes_steps, model.queue_start_steps) == (2, 60)
     large, small = batch["large"], batch["small"]
     got = np.concatenate([e.numpy() for e in model.crop_embeddings(large, small)])
     features = [model.online_encoder(views_to_batch(x), training=True).numpy()
@@ -156,7 +159,7 @@ import tensorflow as tf
 from relicv2_tf import losses, train
 from relicv2_tf.methods import build_method
 from relicv2_tf import cross_replica
-from tests.test_methods_train import BATCH, fixed_batch, tiny_method_config
+from tests.test_methods_train import BATCH, STEPS_PER_EPOCH, fixed_batch, tiny_method_config
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 half = BATCH // 2
@@ -169,7 +172,7 @@ def per_replica(tensors):
 # 1. MoCo queue: after each step, every replica's queue = [gathered new keys; old[:-B]].
 config = tiny_method_config("moco_v2")
 with strategy.scope():
-    model = build_method(config, total_steps=2)
+    model = build_method(config, total_steps=2, steps_per_epoch=STEPS_PER_EPOCH)
     model.compile(optimizer=train.make_optimizer(config, 2, 2))
 train_step = tf.function(lambda data: strategy.run(model.train_step, args=(data,)))
 
@@ -212,7 +215,8 @@ def local_grad(x1, x2):
     ctx = tf.distribute.get_replica_context()
     with tf.GradientTape() as tape:
         z1, z2 = x1 @ w, x2 @ w
-        loss = losses.nt_xent_loss(z1, z2, temperature=0.5, view1_all=cross_replica.gather(z1, with_gradient=True),
+        loss = losses.nt_xent_loss(z1, z2, temperature=0.5,
+                                   view1_all=cross_replica.gather(z1, with_gradient=True),
                                    view2_all=cross_replica.gather(z2, with_gradient=True),
                                    row_offset=ctx.replica_id_in_sync_group * half,
                                    global_batch_size=BATCH)
@@ -229,7 +233,7 @@ np.testing.assert_allclose(grad, tape.gradient(loss, w_single).numpy(), rtol=1e-
 # 4. SwAV with small crops (head over all crops, Sinkhorn over the global batch): two steps.
 config = tiny_method_config("swav")
 with strategy.scope():
-    model = build_method(config, total_steps=2)
+    model = build_method(config, total_steps=2, steps_per_epoch=STEPS_PER_EPOCH)
     model.compile(optimizer=train.make_optimizer(config, 2, 2))
 swav_step = tf.function(lambda data: strategy.run(model.train_step, args=(data,)))
 batch = {k: v for k, v in fixed_batch(config).items() if k in ("large", "small")}
@@ -237,7 +241,8 @@ assert batch["small"].shape[1] == 1
 for _ in range(2):
     logs = swav_step(per_replica(batch))
 swav_losses = [float(x) for x in strategy.experimental_local_results(logs["loss"])]
-assert np.all(np.isfinite(swav_losses)) and int(model.optimizer.iterations.numpy()) == 2, swav_losses
+assert np.all(np.isfinite(swav_losses)), swav_losses
+assert int(model.optimizer.iterations.numpy()) == 2
 print("MIRRORED OK")
 """
 

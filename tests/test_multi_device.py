@@ -100,7 +100,8 @@ def test_finetune_cli_mirrored(tmp_path):
         "--config.data.source=digits", "--config.data.tfds_name=",
         "--config.test_data.source=digits", "--config.test_data.tfds_name=",
         "--config.test_split=test", "--config.resize_size=32", "--config.finetune.image_size=32",
-        "--config.data.num_examples=256", "--config.finetune.batch_size=64", "--config.finetune.num_epochs=1",
+        "--config.data.num_examples=256", "--config.finetune.batch_size=64",
+        "--config.finetune.num_epochs=1",
         "--config.finetune.decay_epochs=()", f"--output_dir={tmp_path}", "--progress=false"])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "finetune.json").read_text())
@@ -110,8 +111,8 @@ def test_finetune_cli_mirrored(tmp_path):
 
 def test_supervised_cli_mirrored(tmp_path):
     out = _cli("supervised", ["--config=experiments/configs/supervised_demo.py", *MIRRORED,
-                              "--config.supervised.num_epochs=1", "--config.data.num_examples=256", f"--output_dir={tmp_path}",
-                              "--progress=false"])
+                              "--config.supervised.num_epochs=1", "--config.data.num_examples=256",
+                              f"--output_dir={tmp_path}", "--progress=false"])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "supervised.json").read_text())
     assert 0.0 < result["metrics"]["top1"] <= 1.0

@@ -77,7 +77,7 @@ def test_sigkill_then_resume_reaches_the_same_step(tmp_path):
     assert saved and saved[-1] < 12, saved
     out = _run(args)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"Resumed from" in out.stdout and f"at step {saved[-1]}/12" in out.stdout
+    assert "Resumed from" in out.stdout and f"at step {saved[-1]}/12" in out.stdout
     assert json.loads((tmp_path / "pretrain_summary.json").read_text())["steps"] == 12
     assert _checkpoint_steps(tmp_path)[-1] == 12
     # A rerun after completion trains nothing and keeps the step count.

@@ -56,7 +56,8 @@ def test_pretrain_from_mask_tfrecords_with_masking_and_bg_augmentations(tmp_path
             mask[8:32, 10:30] = 255
             writer.write(tfrecord_format.encode_example(
                 _png(image), f"id{i}", label=i % 3, mask=_png(mask)))
-    config = tiny_config(**{"data.source": "tfrecord", "data.data_dir": str(tmp_path / "*.tfrecord"),
+    config = tiny_config(**{"data.source": "tfrecord",
+                            "data.data_dir": str(tmp_path / "*.tfrecord"),
                             "data.mask_apply_prob": 0.5, "data.bg_rm_prob": 0.3,
                             "data.bg_random_prob": 0.3, "training.max_steps": 2})
     summary = _steps_done(tmp_path / "run", config)

@@ -102,7 +102,7 @@ def test_a_swav_queue_that_would_never_start_is_refused():
     (checked on the config for epoch-based runs and by the model for step-based ones)."""
     import importlib
 
-    from relicv2_tf.methods import swav
+    from relicv2_tf.methods import build_method, swav
 
     config = importlib.import_module("experiments.configs.swav").get_config()
     config.loss.queue_size, config.training.num_epochs = 3840, 15
@@ -112,6 +112,62 @@ def test_a_swav_queue_that_would_never_start_is_refused():
     config.loss.queue_start_epochs = 1.125
     config_lib.validate(config)
     config.model.depth, config.model.width_multiplier = 18, 0.25
-    config.loss.queue_start_epochs = 3.0  # step 150 of a 100-step run
+    config.loss.queue_start_epochs = 3.0  # step 150 of a 100-step run at 50 steps per epoch
+    with pytest.raises(ValueError, match="starts at step 150 .* never be used"):
+        build_method(config, total_steps=100, steps_per_epoch=50.0)
     with pytest.raises(ValueError, match="never be used"):
-        swav.SwAV(config.model, config.loss, total_steps=100, steps_per_epoch=50.0)
+        swav.SwAV(config.model, config.loss, total_steps=100, queue_start_steps=100,
+                  freeze_prototypes_steps=0)
+
+
+def test_each_method_owns_its_loss_section():
+    """A config selects its method and gets the method's own loss defaults; the paper configs
+    state only what differs (none of the baselines changes its loss section)."""
+    import importlib
+
+    from relicv2_tf.methods import METHODS
+
+    for name, method in METHODS.items():
+        config = config_lib.get_default_config(name)
+        assert config.method == name
+        assert config.loss.to_dict() == method.loss_config().to_dict()
+    assert config_lib.get_default_config().loss.to_dict() == (
+        METHODS["relicv2"].loss_config().to_dict())
+    for name in ("byol", "moco_v2", "simclr", "swav"):
+        paper = importlib.import_module(f"experiments.configs.{name}").get_config()
+        assert paper.loss.to_dict() == METHODS[name].loss_config().to_dict(), name
+    with pytest.raises(ValueError, match="'dino' is not one of"):
+        config_lib.get_default_config("dino")
+
+
+def test_a_method_switched_without_its_loss_section_is_refused():
+    config = tiny_config()
+    config.method = "swav"  # the loss section is still ReLICv2's
+    message = _validate_error(config)
+    assert "loss keys" in message and "get_default_config('swav')" in message
+
+
+def test_swav_epochs_become_steps_in_one_place():
+    from relicv2_tf.optim import schedules
+
+    assert schedules.epochs_to_steps(1.125, 9469 / 128) == 83  # 83.2 steps
+    assert schedules.epochs_to_steps(1.0, 4096 * 313 / 4096) == 313
+    assert schedules.RunLength(10, 4.0).steps(0.5, "x") == 2
+    with pytest.raises(ValueError, match="loss.queue_start_epochs=15.0 is given in epochs"):
+        schedules.RunLength(100).steps(15.0, "loss.queue_start_epochs")
+
+
+def test_config_files_load_without_tensorflow():
+    """Config files (and so --help, --print_config and the command line's checks) run before
+    TensorFlow starts: the method's loss defaults and the data defaults import none of it."""
+    code = ("import sys\n"
+            "from experiments.configs import byol, demo, moco_v2, relicv2_r50_imagenet, simclr, "
+            "swav\n"
+            "for module in (byol, demo, moco_v2, relicv2_r50_imagenet, simclr, swav):\n"
+            "    module.get_config()\n"
+            "loaded = sorted(m for m in sys.modules\n"
+            "                if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+            "assert not loaded, loaded[:5]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr

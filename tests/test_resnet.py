@@ -46,7 +46,7 @@ def test_output_shapes_and_stride_32():
     model = resnet.resnet(50, 0.25)
     features = model(np.zeros((2, 64, 64, 3), np.float32))
     assert features.shape == (2, resnet.feature_dim(50, 0.25)) == (2, 512)
-    last = [l for l in model.layers if l.name.startswith("block_group_3")][-1]
+    last = [layer for layer in model.layers if layer.name.startswith("block_group_3")][-1]
     assert last.output.shape[1:3] == (None, None)  # any input size
     assert model.get_layer("pool").input.shape[-1] == 512
 
@@ -60,9 +60,9 @@ def test_224_reduces_to_7x7():
 
 def test_last_bn_of_each_branch_zero_initialised():
     model = resnet.resnet(50, 0.25)
-    last = [l for l in model.layers if l.name.endswith("__batchnorm_2")]
+    last = [layer for layer in model.layers if layer.name.endswith("__batchnorm_2")]
     assert len(last) == 16
-    assert all(np.all(np.asarray(l.gamma) == 0) for l in last)
+    assert all(np.all(np.asarray(layer.gamma) == 0) for layer in last)
     first = model.get_layer("block_group_0__block_0__batchnorm_0")
     assert np.all(np.asarray(first.gamma) == 1)
     plain = resnet.resnet(50, 0.25, zero_init_last_bn=False)
@@ -102,4 +102,5 @@ def test_invalid_arguments_are_clear():
 def test_mlp_shapes():
     head = heads.mlp(128, 64, 16, name="projector")
     assert head(np.zeros((3, 128), np.float32)).shape == (3, 16)
-    assert [l.name for l in head.layers if "batchnorm" in l.name] == ["projector_batchnorm_0"]
+    names = [layer.name for layer in head.layers if "batchnorm" in layer.name]
+    assert names == ["projector_batchnorm_0"]

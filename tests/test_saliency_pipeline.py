@@ -199,3 +199,42 @@ def test_saliency_log_has_no_progress_bar_bytes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert b"\r" not in result.stdout + result.stderr and b"\x1b[" not in result.stderr
     assert json.loads(result.stdout.decode().strip().splitlines()[-1])["num_images"] == 3
+
+
+def test_generate_reads_and_writes_urls_like_local_folders(tmp_path):
+    """The paths of a Beam run on a cluster are URLs (gs://...): the listing, the image reads
+    and the shard writes go through tf.io.gfile for them, here its in-memory ram:// file
+    system, and give the local run's shards byte for byte; hidden files are skipped in both."""
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    remote = "ram://test_generate_urls/train"
+    for name in ("a/0.png", "a/1.jpg", "a/.hidden.png", "b/2.png", "3.png", "notes.txt"):
+        path = tmp_path / "train" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 255, (20 + len(name), 24, 3)).astype(np.uint8)
+        if name.endswith("txt"):
+            path.write_text("not an image")
+        else:
+            Image.fromarray(pixels).save(path, format="PNG" if "png" in name else "JPEG")
+        tf.io.gfile.makedirs(os.path.dirname(f"{remote}/{name}"))
+        tf.io.gfile.copy(str(path), f"{remote}/{name}")
+    local = generate.list_image_folder(str(tmp_path / "train"))
+    assert [(label, example_id) for _, label, example_id in local] == [
+        (0, "a/0.png"), (0, "a/1.jpg"), (1, "b/2.png"), (-1, "3.png")]
+    assert [e[1:] for e in generate.list_image_folder(remote)] == [e[1:] for e in local]
+
+    def predict_fn(batch):
+        return batch.mean(axis=-1) / 255.0
+    for root, output_dir in ((str(tmp_path / "train"), str(tmp_path / "out")),
+                             (remote, "ram://test_generate_urls/out")):
+        summary = generate.generate_masks(root, output_dir, predict_fn, 16, num_shards=2,
+                                          batch_size=3, prefix="train", progress=False)
+        assert summary["examples_written"] == 4
+    for shard in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"):
+        local_records = list(tf.data.TFRecordDataset(str(tmp_path / "out" / shard)))
+        remote_records = list(tf.data.TFRecordDataset(f"ram://test_generate_urls/out/{shard}"))
+        assert [r.numpy() for r in remote_records] == [r.numpy() for r in local_records]
+    assert tf.io.gfile.glob("ram://test_generate_urls/out/*.tmp-*") == []

@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import threading
+import types
 from concurrent import futures
 
 import keras
@@ -20,8 +21,7 @@ import pytest
 import tensorflow as tf
 
 from relicv2_tf.models import encoder_io
-from relicv2_tf.serving import client
-from relicv2_tf.serving import export
+from relicv2_tf.serving import client, export
 
 MODEL_NAME = "demo"
 IMAGE_SIZE = 32
@@ -72,8 +72,7 @@ def run_signature(loaded, signature_name, inputs):
 def grpc_server(served_model):
     grpc = pytest.importorskip("grpc", reason=GRPC_REASON)
     pytest.importorskip("tensorflow_serving.apis.predict_pb2", reason=GRPC_REASON)
-    from tensorflow_serving.apis import predict_pb2
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     received = []
 
@@ -326,21 +325,31 @@ def test_server_side_errors_reach_the_user_rest(served_model, rest_server):
                             rest_format="inputs")
 
 
-def test_client_command_prints_top_k(served_model, rest_server, tmp_path):
-    from relicv2_tf.cli import serving_client  # defines no flags at import
-
+def test_client_prints_top_k(served_model, rest_server, tmp_path, capsys):
     names = ["cat", "dog", "car", "tree"]
-    outputs = serving_client.predict_files(
+    outputs = client.predict_files(
         served_model["files"], server=rest_server["server"], protocol="rest",
         model_name=MODEL_NAME, signature="serving_default", image_size=IMAGE_SIZE,
         resize_size=RESIZE_SIZE)
-    rows = serving_client.format_results(served_model["files"], outputs, top_k=2, class_names=names)
+    rows = client.format_results(served_model["files"], outputs, k=2, class_names=names)
     for row, probabilities in zip(rows, outputs["probabilities"]):
         assert "embedding" not in row and len(row["top_k"]) == 2
         best = int(np.argmax(probabilities))
         assert row["top_k"][0]["name"] == names[best]
         assert row["top_k"][0]["probability"] == pytest.approx(float(probabilities[best]))
         json.dumps(row)
-    rows = serving_client.format_results(served_model["files"], {"embedding": outputs["embedding"]},
-                                         top_k=2)
+    rows = client.format_results(served_model["files"], {"embedding": outputs["embedding"]}, k=2)
     assert rows[0]["embedding"] == outputs["embedding"][0].tolist()
+
+    from relicv2_tf.cli import serving_client  # defines no flags at import
+
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    flag_values = {name: types.SimpleNamespace(value=value) for name, value in dict(
+        server=rest_server["server"], protocol="rest", model_name=MODEL_NAME, version=None,
+        signature="serving_default", image_size=IMAGE_SIZE, resize_size=RESIZE_SIZE,
+        rest_format="instances", top_k=2, class_names=str(tmp_path / "classes.txt"),
+        all_outputs=False, timeout=30.0).items()}
+    serving_client.main(flag_values, ["relicv2-client", *served_model["files"]])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = client.format_results(served_model["files"], outputs, k=2, class_names=names)
+    assert printed == json.loads(json.dumps(expected))  # one JSON line per image

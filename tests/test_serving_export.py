@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import keras
 import numpy as np
@@ -16,8 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from relicv2_tf.data import eval_preprocess
-from relicv2_tf.data import normalize
+from relicv2_tf.data import eval_preprocess, normalize
 from relicv2_tf.models import encoder_io
 from relicv2_tf.serving import export
 
@@ -321,6 +321,11 @@ def signature_outputs(version_dir):
             if not name.startswith("__")}
 
 
+def holders(**values):
+    """Stand-ins for a CLI's absl FlagHolders: its `main` reads only `.value`."""
+    return {name: types.SimpleNamespace(value=value) for name, value in values.items()}
+
+
 def test_export_cli_overwrites_a_version_with_encoder_and_head(exported, tmp_path, capsys):
     from relicv2_tf.cli import export as export_cli  # defines no flags at import
 
@@ -332,11 +337,15 @@ def test_export_cli_overwrites_a_version_with_encoder_and_head(exported, tmp_pat
     shutil.copytree(exported["path"], model_dir / "1")
     (model_dir / "1" / "old_marker").write_text("from the previous export")
     os.makedirs(model_dir / "2")
-    path = export_cli.export_from_directories(
-        base_path=str(tmp_path / "models"), model_name="relicv2", workdir=str(tmp_path / "workdir"),
-        linear_head=str(head_path), version=1, overwrite=True, image_size=32)
-    assert path == str(model_dir / "1")
-    assert f"-> {path}" in capsys.readouterr().out
+    flag_values = holders(
+        encoder_dir=None, workdir=str(tmp_path / "workdir"), linear_head=str(head_path),
+        base_path=str(tmp_path / "models"), model_name="relicv2", version=1, overwrite=True,
+        image_size=32, resize_size=None)
+    export_cli.main(flag_values, ["relicv2-export"])
+    path = str(model_dir / "1")
+    out = capsys.readouterr().out
+    assert f"Exported {encoder_dir} -> {path}" in out
+    assert "(resize 37, crop 32) -> ['embedding', 'logits', 'probabilities']" in out
     assert sorted(os.listdir(model_dir)) == ["1", "2"]  # replaced in place, nothing left over
     assert not (model_dir / "1" / "old_marker").exists()
     assert signature_outputs(path) == {name: ["embedding", "logits", "probabilities"]
@@ -344,9 +353,12 @@ def test_export_cli_overwrites_a_version_with_encoder_and_head(exported, tmp_pat
     with pytest.raises(ValueError, match="exactly one of --encoder_dir"):
         export_cli.encoder_directory(str(encoder_dir), str(tmp_path / "workdir"))
     with pytest.raises(FileNotFoundError, match="relicv2-pretrain"):
-        export_cli.export_from_directories(base_path=str(tmp_path / "models"), model_name="relicv2",
-                                           encoder_dir=str(tmp_path))
+        export.export_encoder_directory(str(tmp_path), str(tmp_path / "models"), "relicv2")
     with pytest.raises(FileNotFoundError, match="linear_head"):
-        export_cli.export_from_directories(base_path=str(tmp_path / "models"), model_name="relicv2",
-                                           encoder_dir=str(encoder_dir),
-                                           linear_head=str(tmp_path / "nope.keras"))
+        export.export_encoder_directory(str(encoder_dir), str(tmp_path / "models"), "relicv2",
+                                        linear_head=str(tmp_path / "nope.keras"))
+    flag_values["linear_head"].value = str(tmp_path / "nope.keras")
+    with pytest.raises(SystemExit) as exit_info:  # the CLI's one error path: a line, exit 2
+        export_cli.main(flag_values, ["relicv2-export"])
+    assert exit_info.value.code == 2
+    assert "relicv2-export: --linear_head=" in capsys.readouterr().err

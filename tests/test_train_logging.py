@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -54,14 +53,15 @@ def test_a_non_terminal_log_is_plain_lines(logged_run):
     text = log.decode()
     for noise in ("cuInit", "oneDNN custom operations", "shuffle=True", "Sharding callback"):
         assert noise not in text, text
-    lines = [l for l in text.splitlines() if l.startswith("step ")]
-    assert [l.split(" |")[0] for l in lines] == ["step 2/4", "step 2/4", "step 4/4", "step 4/4"]
+    lines = [line for line in text.splitlines() if line.startswith("step ")]
+    steps = [line.split(" |")[0] for line in lines]
+    assert steps == ["step 2/4", "step 2/4", "step 4/4", "step 4/4"]
     line = lines[-2]  # step 4: epoch as a fraction of the data, loss terms, lr, speed, ETA
     assert re.search(r"epoch 0\.\d+/0\.\d+", line) and "loss " in line and "probe_top1 " in line
     assert "lr 0.0000" in line and "img/s" in line and "ETA" in line  # cosine ends at 0
     assert "kNN top-1" in lines[-1]
     train_log = (workdir / "train.log").read_text()
-    assert all(l in train_log for l in lines) and "pretrained" in train_log
+    assert all(line in train_log for line in lines) and "pretrained" in train_log
 
 
 def test_tensorboard_has_scalars_on_steps_the_views_and_hparams(logged_run):

@@ -9,10 +9,10 @@ BG_Swaps adds a hard negative to the loss, so it exists only for the contrastive
 (`relicv2_tf.data.background.BG_SWAPS_METHODS`: MoCo-v2, SimCLR); asking for it with another
 method is an error here and in `config.validate`.
 
-ASSUMPTIONS, not the paper's numbers: only the abstract of arXiv 2103.12719 is available to us
-(/work/shared/papers), and it states no probability. The values below are the ones our brief
-recalls from the paper (BG_RM p = 0.2; BG_Random p in 0.1-0.2; BG_Swaps 0.2), BG_RM's grey level
-is `data.bg_rm_grey_level` (0.5, assumed), and how BG_Swaps fills the anchor's own object in the
+ASSUMPTIONS, not the paper's numbers: of arXiv 2103.12719 only the abstract is available here,
+and it states no probability. The values below are recalled from the paper, not read in it
+(BG_RM p = 0.2; BG_Random p in 0.1-0.2; BG_Swaps 0.2), BG_RM's grey level is
+`data.bg_rm_grey_level` (0.5, assumed), and how BG_Swaps fills the anchor's own object in the
 hard negative is our choice (docs/DATA.md). Check section 3 / the appendix of the paper before
 quoting results. BG_Swaps' one probability decides, per example, the whole triplet: the swapped
 positive (second large view) and the use of the hard negative (`relicv2_tf/data/views.py`).

@@ -8,6 +8,7 @@ projector and predictor MLPs 4096 -> 256, two 224 px views with BYOL's augmentat
 
 from experiments.configs import common
 
+
 def get_config():
     config = common.imagenet_pretraining("byol")
     config.training.target_ema_schedule = "cosine"  # tau_base -> 1 (section 3.3)

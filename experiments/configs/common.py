@@ -37,13 +37,13 @@ def set_fields(config, fields: dict):
 
 
 def imagenet_pretraining(method: str, *, num_large_views: int = 2, num_small_views: int = 0):
-    """`method` on ImageNet from TFDS, with its own augmentation table and no ReLICv2 masking:
+    """`method` on ImageNet from TFDS, with its own loss section (its defaults in
+    relicv2_tf/methods/__init__.py METHODS), its own augmentation table and no ReLICv2 masking:
     the defaults of relicv2_tf/config.py (ReLICv2's recipe) for everything else, which each
     method config then changes where its paper differs."""
-    config = config_lib.get_default_config()
-    config.loss = ml_collections.ConfigDict()  # each method states its own loss fields
+    config = config_lib.get_default_config(method)
     return set_fields(config, {
-        "method": method, "data.source": "tfds", "data.tfds_name": "imagenet2012",
+        "data.source": "tfds", "data.tfds_name": "imagenet2012",
         "data.augmentation": method, "data.num_large_views": num_large_views,
         "data.num_small_views": num_small_views, "data.mask_apply_prob": 0.0,
         "training.checkpoint_every_steps": 2500, "training.mixed_precision": "mixed_bfloat16"})

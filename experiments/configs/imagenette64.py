@@ -17,8 +17,9 @@ ablations and controls (`RELICV2_VARIANTS`, ReLICv2 Tables 18-19 at this scale):
   better   the masks of the best source the dev-set measurement found (docs/SALIENCY.md)
   2views   2 large views, no small views, no masking: ReLICv2's loss on BYOL's views
 or byol,ema099: BYOL with ReLICv2's constant target EMA 0.99 (instead of 0.996 -> 1 cosine).
-The last two separate ReLICv2's loss from its views and EMA in the comparison with BYOL. Each method starts from its paper config (experiments/configs/<paper config>.py:
-optimizer, loss, heads, EMA, augmentation table) and this file changes only what the budget
+The last two separate ReLICv2's loss from its views and EMA in the comparison with BYOL. Each
+method starts from its paper config (experiments/configs/<paper config>.py: optimizer, loss,
+heads, EMA, augmentation table) and this file changes only what the budget
 forces, identically for all methods (`SHARED`), plus the few method settings that are sized for
 ImageNet and cannot carry over to 9,469 images (`SMALL_DATA`, each with its reason). Masks:
 `data.mask_dir` (PNG masks written by `relicv2-saliency --stage=generate` with
@@ -30,6 +31,7 @@ import os
 
 from experiments.configs import common
 from experiments.configs.background_augmentations import with_background
+from relicv2_tf.data.defaults import MASK_FEATURES
 
 _ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 # Where experiments/imagenette64.py writes the saliency masks, <class>/<stem>.png for the train
@@ -43,8 +45,8 @@ TRAIN_EXAMPLES = 9469  # Imagenette train split (../shared/data/README.md)
 
 PAPER_CONFIGS = {"relicv2": "relicv2_r50_imagenet", "byol": "byol", "moco_v2": "moco_v2",
                  "simclr": "simclr", "swav": "swav"}
-# The budget: 2 CPU cores for the whole table (about 20 runs), measured per epoch on one core
-# (TF single-threaded, two runs side by side): ReLICv2 ~5 min, BYOL / MoCo-v2 ~2.5 min.
+# The budget: 2 CPU cores for the whole table (about 20 runs; each cell's training minutes are in
+# docs/results/imagenette64.md).
 EPOCHS = 15
 BATCH_SIZE = 128
 STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH_SIZE  # 73 (the pipeline drops the last partial batch)
@@ -104,11 +106,9 @@ SMALL_DATA = {
         # 256; the queue from the same fraction of the run (15 / 200 of 15 epochs; from epoch 15
         # it would never be used). Sinkhorn epsilon 0.03, not 0.05: the authors' first
         # workaround (swav README, "Common issues") for a run whose loss sticks at
-        # ln(prototypes) from the start. Measured 2026-12-02 at epsilon 0.05: stuck at ln 3,000
-        # from epoch 3, kNN at random-init level; the same with 100 prototypes and no queue.
-        # At 0.03 it collapsed too (kNN 22.9): kept as the authors' documented remedy, not as
-        # one that worked here. Exploratory runs point at the 28 px small crops, not the
-        # prototypes (docs/results/imagenette64.md, Reading); the protocol keeps SwAV's crops.
+        # ln(prototypes) from the start: the authors' documented remedy, which did not prevent
+        # the collapse here (docs/results/imagenette64.md, Reading, with the runs at 0.05); the
+        # protocol keeps SwAV's crops.
         "optimizer.base_learning_rate": 0.6,
         "loss.queue_size": 3840,
         "loss.queue_start_epochs": 15 / 200 * EPOCHS,
@@ -184,7 +184,6 @@ def get_config(spec="relicv2"):
         config.training.base_target_ema = 0.99
     elif variant:
         config = with_background(config, variant)
-    uses_masks = any(config.data[k] > 0 for k in ("mask_apply_prob", "bg_rm_prob",
-                                                  "bg_random_prob", "bg_swaps_prob"))
+    uses_masks = any(config.data[k] > 0 for k in MASK_FEATURES)
     config.data.mask_dir = mask_dir if uses_masks else ""
     return config

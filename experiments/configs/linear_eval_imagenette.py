@@ -1,4 +1,5 @@
-"""Linear evaluation on Imagenette (10 ImageNet classes, $RELICV2_DATA_ROOT/imagenette, default ../shared/data/imagenette) on a CPU.
+"""Linear evaluation on Imagenette (10 ImageNet classes, $RELICV2_DATA_ROOT/imagenette, default
+../shared/data/imagenette) on a CPU.
 
   relicv2-linear-eval --config=experiments/configs/linear_eval_imagenette.py \
       --config.encoder_dir=runs/demo/encoder --output_dir=runs/linear_imagenette

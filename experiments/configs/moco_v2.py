@@ -22,6 +22,8 @@ Hyperparameters and where they come from:
                   README's MoCo-v2 command `--moco-t 0.2`; MoCo v1 used 0.07).
   head            fc 2048 -> ReLU -> fc 128, no batch norm, on query and key encoders (Chen et
                   al. 2020b "MLP head"; builder.py `mlp`: Linear(dim_mlp, dim_mlp), ReLU, fc).
+The loss section (T, K, the direction, Shuffle-BN groups) is the method's default
+(relicv2_tf/methods/__init__.py METHODS["moco_v2"]), with the values and sources above.
   loss            one direction, q1 . k2, keys of view 2 enqueued (He et al. Algorithm 1;
                   builder.py `forward`); `loss.symmetric = True` is the CIFAR demo's option.
   Shuffle-BN      the key batch in 8 random groups, the query batch-normalised per replica
@@ -45,15 +47,12 @@ Remaining deviations:
 
 from experiments.configs import common
 
+
 def get_config():
     config = common.imagenet_pretraining("moco_v2")
     config.model.synchronized_bn = False  # per-replica batch norm (Shuffle-BN, section 3.3)
     config.model.projector_hidden_dim = 2048
     config.model.projector_output_dim = 128
-    common.set_fields(config.loss, {
-        "temperature": 0.2, "queue_size": 65536,
-        "symmetric": False,  # q1 . k2 only, as main_moco.py / builder.py
-        "shuffle_bn_splits": 8})  # key batch-norm groups of the global batch (8 GPUs)
     common.set_fields(config.optimizer, {
         "base_learning_rate": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0,
         "exclude_from_weight_decay": (),

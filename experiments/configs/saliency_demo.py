@@ -1,4 +1,5 @@
-"""A CPU-sized run of the saliency pipeline on ../shared/data/imagenette (minutes, 2 cores).
+"""A CPU-sized run of the saliency pipeline on Imagenette ($RELICV2_DATA_ROOT/imagenette, default
+../shared/data/imagenette; minutes, 2 cores).
 
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=priors
     relicv2-saliency --config=experiments/configs/saliency_demo.py --stage=refine

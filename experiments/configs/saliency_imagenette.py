@@ -1,4 +1,5 @@
-"""The saliency pipeline over all of ../shared/data/imagenette in about 15-30 minutes on 2 cores.
+"""The saliency pipeline over all of Imagenette (`common.data_path("imagenette")`) in about
+15-30 minutes on 2 cores.
 
     C=experiments/configs/saliency_imagenette.py
     relicv2-saliency --config=$C --stage=priors      # the subset's priors (figure, evaluate)
@@ -10,22 +11,10 @@ Mask source: `generate.source = "fused_priors"`, the mean of the four handcrafte
 MR, DSR, MC) computed on every image at 160 px. The paper's source, the saliency network
 (`--config.generate.source=network`, after `--stage=refine
 --config.network.encoder_dir=<pretrain workdir>/encoder`), does not reach the fused priors at
-this scale. On the saliency dev set at 160 px (benchmarks/saliency_quality.py; S-measure / MAE,
-DAVIS-2016 val every 10th frame | salient-object sample 1 | sample 2):
-  fused priors                             0.616 / 0.167 | 0.820 / 0.116 | 0.876 / 0.097
-  best network (F-measure, no rounds)      0.601 / 0.120 | 0.764 / 0.091 | 0.805 / 0.082
-  DeepUSPS 2 stages, BCE, 3 x 5 epochs     0.531 / 0.269 | 0.699 / 0.219 | 0.794 / 0.184
-  DeepUSPS 2 stages, F-measure loss        0.594 / 0.103 | 0.646 / 0.139 | 0.689 / 0.136
-  centre-Gaussian baseline                 0.500 / 0.315 | 0.611 / 0.298 | 0.682 / 0.277
-The fused priors have the best S-measure (and max F) on every folder; the best network has the
-lower MAE (near-binary maps) but loses S by 0.015 on DAVIS and 0.06-0.07 on the salient-object
-samples (two to three per-image standard errors). With a ResNet-18 x0.25 encoder pretrained at
-64 px and 800 training images, every stage-1 network loses S and MAE against the prior it
-learns from, and the self-training rounds lose more (docs/SALIENCY.md has the per-stage table).
-Cost of the fused priors: ~41 ms CPU per image at 160 px (decode, the four priors on one
-shared SLIC, resize, PNG, write; 22-24 images/s on one core of this machine): all 13,394 images
-took 10.5 min on one core (541 s CPU), ~5 min with two generate workers; no refine stage and no
-encoder.
+this scale: on the saliency dev set they have the best S-measure and max F on every folder, and
+every network trained from them loses against the prior it learns from; the fused priors need
+no refine stage and no encoder. The measurements (dev-set scores per stage, the cost per image)
+are in docs/SALIENCY.md ("Stage by stage on the dev set, and the mask source").
 
 Sizes (same structure as saliency_imagenet.py, shrunk for 2 CPU cores; the paper's values are
 in that file's docstring):
@@ -36,16 +25,16 @@ in that file's docstring):
             round is 5 epochs at 1e-3 doubled each round (ReLICv2)
   generate  all 9,469 train + 3,925 val images -> 16 + 16 TFRecord shards, masks at image size
   evaluate  label-free check on 600 val images at 128 px
-Why these network settings (dev set, same priors and encoder; S-measure on DAVIS): BCE on the
-priors' mean 0.587 (MAE 0.198); F-measure loss with beta^2 = 1: 0.583, = 4 (DeepUSPS' stage
-2): 0.474, = 0.3: 0.601 (MAE 0.120). Stage-1 rounds cost S on the salient-object samples with
-either loss (F-measure, 3 rounds: 0.646 / 0.689 against 0.764 / 0.805 without).
+The network settings (for `generate.source=network`) are the best of those measured on the dev
+set with the same priors and encoder (docs/SALIENCY.md): no stage-1 rounds, F-measure loss with
+beta^2 = 0.3.
 
-Stage times for a ResNet-18 x0.25 encoder, from CPU time measured on this 2-core machine
-(wall = CPU seconds / 2 when both cores are free, about twice that under load):
+Expected stage times for a ResNet-18 x0.25 encoder on 2 CPU cores (wall = CPU seconds / 2 when
+both cores are free, about twice that under load; docs/SALIENCY.md, "Measured figures"):
   priors    ~60 ms CPU / image at 160 px           x 800     -> ~1 min
   refine    10-20 ms / image-epoch on one core at 160 px x 800 x 20 -> ~3-6 min
-  generate  fused priors: see above; network: 15 ms CPU / image x 13,394 -> ~3.5 min
+  generate  fused priors: ~41 ms CPU / image x 13,394 -> ~10 min (~5 min with two workers);
+            network: 15 ms CPU / image x 13,394 -> ~3.5 min
   evaluate  priors at 128 px + 3 x 8 classifier fits on 600 images -> ~1-2 min
 A smoke run of every stage (a handful of images, see docs/SALIENCY.md) checks the config
 end to end in under two minutes.
@@ -55,11 +44,10 @@ import os
 
 from experiments.configs import common, saliency_imagenet
 
-
-# `saliency_imagenette.py:network_v1`: the settings that made the Imagenette benchmark's mask set
-# (experiments/imagenette64.py; set a7d06cb14306 on the CPU it was made on): DeepUSPS-style
-# refinement, 3 rounds of 5 epochs from the encoder, BCE, the network as the source. Kept so that
-# a session without masks remakes the same set and every record stays comparable.
+# `saliency_imagenette.py:network_v1`: the settings of the Imagenette benchmark's mask set
+# (experiments/imagenette64.py; the set's id is in docs/results/imagenette64.md): DeepUSPS-style
+# refinement, 3 rounds of 5 epochs from the encoder, BCE, the network as the source, so that a
+# session without masks remakes the same set and every record stays comparable.
 NETWORK_V1 = {"refine.rounds": 3, "refine.epochs_per_round": 5, "refine.learning_rate": 1e-3,
               "refine.learning_rate_growth": 2.0, "refine.batch_size": 16,
               "refine.prediction_ema": 0.5, "refine.reset_each_round": False,
@@ -85,7 +73,7 @@ def get_config(variant=""):
     config.network.width_multiplier = 0.25
     config.network.decoder_channels = 32
     # no stage-1 rounds: they lost quality on the dev set with BCE and with the F-measure loss
-    # (docstring); with rounds > 0: 5 epochs per round (CPU budget; DeepUSPS: 25)
+    # (docs/SALIENCY.md); with rounds > 0: 5 epochs per round (CPU budget; DeepUSPS: 25)
     config.refine.rounds = 0
     config.refine.epochs_per_round = 5
     config.refine.learning_rate = 1e-3  # assumed for a few-epoch CPU run (DeepUSPS: 1e-6)
@@ -97,9 +85,9 @@ def get_config(variant=""):
     config.final.epochs = 20
     config.final.learning_rate = 2e-3
     config.final.fusion_threshold = -1.0  # the soft mean of the priors is the target
-    config.final.loss = "f_measure"  # DeepUSPS' loss; BCE: DAVIS S 0.587 vs 0.601 (docstring)
-    config.final.f_beta_squared = 0.3  # the evaluation's F-beta; 1: 0.583, 4: 0.474 (DAVIS S)
-    config.generate.source = "fused_priors"  # better S-measure than any network here (docstring)
+    config.final.loss = "f_measure"  # DeepUSPS' loss; better than BCE on the dev set
+    config.final.f_beta_squared = 0.3  # the evaluation's F-beta; better than 1 and 4 here
+    config.generate.source = "fused_priors"  # better S-measure than any network here
     config.generate.data_root = imagenette
     config.generate.splits = ("train", "val")
     config.generate.output_dir = "/tmp/relicv2_saliency_imagenette/masks"

@@ -15,6 +15,22 @@ from absl import flags
 from relicv2_tf.cli import common
 
 COMMAND = "analysis"
+EXAMPLE_CONFIG = "experiments/configs/linear_eval_imagenette.py"
+
+
+def define_flags():
+    return {
+        **common.define_protocol_flags(EXAMPLE_CONFIG),
+        "encoders": flags.DEFINE_string(
+            "encoders", None, "Comma-separated name=encoder_dir pairs to compare "
+            "(name=random for a random-init encoder of config.model)."),
+        "classes": flags.DEFINE_list("classes", ["0", "1", "2", "3"],
+                                     "Class indices shown in the nearest-neighbour figure."),
+        "per_class": flags.DEFINE_integer("per_class", 50,
+                                          "Images per class in the neighbour figure."),
+        "num_neighbours": flags.DEFINE_integer("num_neighbours", 5,
+                                               "Nearest neighbours per image."),
+    }
 
 
 def parse_encoders(value: str) -> dict:
@@ -30,28 +46,23 @@ def parse_encoders(value: str) -> dict:
     return pairs
 
 
-def run():
-    protocol_flags = common.define_protocol_flags("experiments/configs/linear_eval_imagenette.py")
-    encoders = flags.DEFINE_string(
-        "encoders", None, "Comma-separated name=encoder_dir pairs to compare "
-        "(name=random for a random-init encoder of config.model).")
-    classes = flags.DEFINE_list("classes", ["0", "1", "2", "3"],
-                                "Class indices shown in the nearest-neighbour figure.")
-    per_class = flags.DEFINE_integer("per_class", 50, "Images per class in the neighbour figure.")
-    num_neighbours = flags.DEFINE_integer("num_neighbours", 5, "Nearest neighbours per image.")
+def main(flag_values, argv):
+    common.reject_arguments(COMMAND, argv[1:])
+    classes = flag_values["classes"].value
+    try:
+        class_indices = [int(c) for c in classes]
+    except ValueError:
+        common.fail(COMMAND, f"--classes={','.join(classes)} is not a list of class indices.")
+    common.run_protocol(COMMAND, "analysis", flag_values,
+                        encoders=parse_encoders(flag_values["encoders"].value),
+                        classes=class_indices, per_class=flag_values["per_class"].value,
+                        num_neighbours=flag_values["num_neighbours"].value)
 
-    def main(argv):
-        common.reject_arguments(COMMAND, argv[1:])
-        try:
-            class_indices = [int(c) for c in classes.value]
-        except ValueError:
-            common.fail(COMMAND, f"--classes={','.join(classes.value)} is not a list of class "
-                        "indices.")
-        common.run_protocol(COMMAND, "analysis", protocol_flags,
-                            encoders=parse_encoders(encoders.value), classes=class_indices,
-                            per_class=per_class.value, num_neighbours=num_neighbours.value)
-    common.run_app(COMMAND, main, __doc__,
-                   config_example="experiments/configs/linear_eval_imagenette.py")
+
+def run():
+    flag_values = define_flags()
+    common.run_app(COMMAND, lambda argv: main(flag_values, argv), __doc__,
+                   config_example=EXAMPLE_CONFIG)
 
 
 if __name__ == "__main__":

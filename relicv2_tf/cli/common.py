@@ -1,14 +1,21 @@
 """What every relicv2 command shares: its flags, defined when it starts, and the one error path.
 
+Every command `relicv2-<command>` is a module of this package with the same three parts:
+`define_flags()` defines its flags and returns them as a dict of absl FlagHolders;
+`main(flag_values, argv)` reads only those and turns them into one library call; `run()`, the
+console-script entry point (setup.py), calls `define_flags()` and then `run_app`. Importing a CLI
+module therefore defines no flags (tests/test_cli_convention.py checks every module).
+
 Library code raises ValueError / FileNotFoundError with a message that names the fix (errors at
 the boundary); a command prints it as one line, `relicv2-<command>: <message>`, on stderr and
 exits with status 2 (`--verbosity=1` also logs the traceback). A training loop stopped by a
-non-finite step (`optim/guard.py`) exits with status 3, as `relicv2-pretrain` does. Flags are
-defined by a command's entry point, never at import, so importing a CLI module defines none.
+non-finite step (`optim/guard.py`) exits with status 3, as `relicv2-pretrain` does. Every exit
+goes through `fail` / `exit_on_error` / `run_app`: no CLI module calls `sys.exit` itself.
 
 The evaluation commands are one command, `relicv2-eval <protocol> --config=... --output_dir=...`
 (`cli/eval.py`); `relicv2-linear-eval`, `relicv2-finetune`, ... are its aliases. Each calls
-`relicv2_tf.evaluation.<protocol>.run(config, output_dir, strategy=..., progress=...)`.
+`relicv2_tf.evaluation.<protocol>.run(config, output_dir, strategy=..., progress=...)`
+through `run_protocol`.
 
 `run_app` replaces absl's `app.run` for every command: `--help` prints the command's own flags
 (exit 0), `--print_config` the resolved config, and a mistake on the command line (a missing
@@ -26,6 +33,8 @@ import typing
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from relicv2_tf import distribute
 
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
@@ -48,8 +57,10 @@ def fail(command: str, message, code: int = EXIT_USAGE) -> typing.NoReturn:
 
 
 @contextlib.contextmanager
-def exit_on_error(command: str, errors: tuple = (ValueError, FileNotFoundError)):
-    """Turns `errors` (and `guard.NonFiniteError`) raised inside the block into `fail`."""
+def exit_on_error(command: str,
+                  errors: tuple = (ValueError, FileNotFoundError, distribute.WorkerLostError)):
+    """Turns `errors` (and `guard.NonFiniteError`) raised inside the block into `fail`; the
+    default covers bad input and a multi-worker job that lost a worker (restart every worker)."""
     try:
         yield
     except errors as error:
@@ -115,28 +126,24 @@ def reject_arguments(command: str, arguments):
         fail(command, f"unexpected arguments {list(arguments)}: every option is a --flag.")
 
 
-class ProtocolFlags(typing.NamedTuple):
-    config: flags.FlagHolder
-    output_dir: flags.FlagHolder
-    progress: flags.FlagHolder
-
-
-def define_protocol_flags(example_config: str) -> ProtocolFlags:
+def define_protocol_flags(example_config: str) -> dict:
     """--config (locked: a misspelt --config.<key> stops the run), --output_dir, --progress, and
     the tf.distribute flags of `strategy_flags.py` (--strategy, --tpu, --num_cpu_replicas)."""
     importlib.import_module("relicv2_tf.cli.strategy_flags")  # importing it defines its flags
-    return ProtocolFlags(
-        config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example_config}.",
-                                        lock_config=True),
-        flags.DEFINE_string("output_dir", None, "Directory for results (and the checkpoints of "
-                            "the protocols that train: rerunning resumes)."),
-        define_progress_flag())
+    return {
+        "config": config_flags.DEFINE_config_file(
+            "config", None, f"Config file, e.g. {example_config}.", lock_config=True),
+        "output_dir": flags.DEFINE_string(
+            "output_dir", None, "Directory for results (and the checkpoints of the protocols "
+            "that train: rerunning resumes)."),
+        "progress": define_progress_flag(),
+    }
 
 
-def run_protocol(command: str, protocol: str, protocol_flags: ProtocolFlags, **kwargs) -> dict:
-    """Runs `relicv2_tf.evaluation.<protocol>.run` with the parsed flags (and `kwargs`), under
-    the strategy the flags ask for, through the one error path."""
-    config, output_dir = protocol_flags.config.value, protocol_flags.output_dir.value
+def run_protocol(command: str, protocol: str, flag_values: dict, **kwargs) -> dict:
+    """Runs `relicv2_tf.evaluation.<protocol>.run` with the flags of `define_protocol_flags`
+    (and `kwargs`), under the strategy the flags ask for, through the one error path."""
+    config, output_dir = flag_values["config"].value, flag_values["output_dir"].value
     if config is None or not output_dir:
         fail(command, "needs --config=<file> and --output_dir=<dir>.")
     from relicv2_tf.cli import strategy_flags
@@ -146,20 +153,7 @@ def run_protocol(command: str, protocol: str, protocol_flags: ProtocolFlags, **k
     with exit_on_error(command):
         module = importlib.import_module(f"relicv2_tf.evaluation.{protocol}")
         return module.run(config, output_dir, strategy=strategy,
-                          progress=progress_bar(protocol_flags.progress), **kwargs)
-
-
-def protocol_command(command: str, protocol: str):
-    """The entry point of `relicv2-<command>`, the alias of `relicv2-eval <protocol>`."""
-    def entry_point():
-        protocol_flags = define_protocol_flags(PROTOCOLS[protocol])
-
-        def main(argv):
-            reject_arguments(command, argv[1:])
-            run_protocol(command, protocol, protocol_flags)
-        doc = importlib.import_module(f"relicv2_tf.cli.{command.replace('-', '_')}").__doc__
-        run_app(command, main, doc, config_example=PROTOCOLS[protocol])
-    return entry_point
+                          progress=progress_bar(flag_values["progress"]), **kwargs)
 
 
 # ---------------------------------------------------------------------------- help and parsing

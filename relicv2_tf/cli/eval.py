@@ -12,18 +12,24 @@
 from relicv2_tf.cli import common
 
 COMMAND = "eval"
+EXAMPLE_CONFIG = "experiments/configs/linear_eval_demo.py"
+
+
+def define_flags():
+    return common.define_protocol_flags(EXAMPLE_CONFIG)
+
+
+def main(flag_values, argv):
+    if len(argv) != 2 or argv[1] not in common.PROTOCOLS:
+        common.fail(COMMAND, f"usage: relicv2-eval <{' | '.join(common.PROTOCOLS)}> "
+                    f"--config=<file> --output_dir=<dir> (got arguments {argv[1:]}).")
+    common.run_protocol(COMMAND, argv[1], flag_values)
 
 
 def run():
-    protocol_flags = common.define_protocol_flags("experiments/configs/linear_eval_demo.py")
-
-    def main(argv):
-        if len(argv) != 2 or argv[1] not in common.PROTOCOLS:
-            common.fail(COMMAND, f"usage: relicv2-eval <{' | '.join(common.PROTOCOLS)}> "
-                        "--config=<file> --output_dir=<dir> (got arguments "
-                        f"{argv[1:]}).")
-        common.run_protocol(COMMAND, argv[1], protocol_flags)
-    common.run_app(COMMAND, main, __doc__, config_example="experiments/configs/linear_eval_demo.py",
+    flag_values = define_flags()
+    common.run_app(COMMAND, lambda argv: main(flag_values, argv), __doc__,
+                   config_example=EXAMPLE_CONFIG,
                    positional=f"<protocol>  one of {', '.join(common.PROTOCOLS)} (first argument)")
 
 

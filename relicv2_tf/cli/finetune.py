@@ -13,7 +13,24 @@ Writes <output_dir>/encoder (fine-tuned, encoder_io format), <output_dir>/linear
 
 from relicv2_tf.cli import common
 
-run = common.protocol_command("finetune", "finetune")
+COMMAND = "finetune"
+PROTOCOL = "finetune"
+
+
+def define_flags():
+    return common.define_protocol_flags(common.PROTOCOLS[PROTOCOL])
+
+
+def main(flag_values, argv):
+    common.reject_arguments(COMMAND, argv[1:])
+    common.run_protocol(COMMAND, PROTOCOL, flag_values)
+
+
+def run():
+    flag_values = define_flags()
+    common.run_app(COMMAND, lambda argv: main(flag_values, argv), __doc__,
+                   config_example=common.PROTOCOLS[PROTOCOL])
+
 
 if __name__ == "__main__":
     run()

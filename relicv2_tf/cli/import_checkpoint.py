@@ -21,104 +21,72 @@ with a restricted unpickler, and only with --trust_pickle or a matching --expect
 from __future__ import annotations
 
 import json
-import time
 
 from absl import flags
 
 from relicv2_tf.cli import common
 
 COMMAND = "import"
-FORMATS = ("haiku", "swav")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Released checkpoint: a Haiku .pkl (ReLICv2, BYOL `pretrain_*.pkl`) or, "
-    "with --format=swav, a SwAV `.pth.tar`.")
-_FORMAT = flags.DEFINE_enum(
-    "format", "haiku", list(FORMATS),
-    "haiku: ReLICv2 / BYOL Haiku pickle; swav: facebookresearch/swav PyTorch checkpoint "
-    "(ResNet-50 and the RN50-w2/w4/w5 files).")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Encoder directory to write (encoder.weights.h5 + model_config.json).")
-_EXPORT_BASE_PATH = flags.DEFINE_string(
-    "export_base_path", None,
-    "Also export a SavedModel to <export_base_path>/<model_name>/<version>.")
-_MODEL_NAME = flags.DEFINE_string("model_name", "relicv2_encoder", "TF Serving model name.")
-_VERSION = flags.DEFINE_integer(
-    "version", None, "TF Serving version directory; default: one more than the largest existing.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing export version.")
-_TRUST_PICKLE = flags.DEFINE_bool(
-    "trust_pickle", False,
-    "Unpickle the checkpoint although its checksum is not given. Pickles can run code: pass this "
-    "only for a file you downloaded yourself from the authors' link.")
-_EXPECTED_SHA256 = flags.DEFINE_string(
-    "expected_sha256", None,
-    "sha256 of the file from a trusted source; a match makes it safe to open.")
-_DEPTH = flags.DEFINE_enum("depth", None, ["18", "34", "50", "101", "152", "200"],
-                           "Force the ResNet depth instead of inferring it from the shapes.")
-_WIDTH = flags.DEFINE_float("width", None, "Force the width multiplier (1, 2, 4, 5).")
+FORMATS = ("haiku", "swav")  # relicv2_tf.import_encoder.FORMATS, known before TensorFlow starts
 
 
-def run(checkpoint: str, output_dir: str | None = None, export_base_path: str | None = None,
-        model_name: str = "relicv2_encoder", version: int | None = None, overwrite: bool = False,
-        trust_pickle: bool = False, expected_sha256: str | None = None, depth: int | None = None,
-        width_multiplier: float | None = None, progress: bool = False,
-        checkpoint_format: str = "haiku") -> dict:
-    """Converts `checkpoint` (`checkpoint_format` in FORMATS), writes the requested outputs,
-    returns a JSON-able summary."""
-    from relicv2_tf.models import encoder_io
-
-    if checkpoint_format not in FORMATS:
-        raise ValueError(f"unknown checkpoint format {checkpoint_format!r}; use one of {FORMATS}.")
-    if not output_dir and not export_base_path:
-        raise ValueError("nothing to write: pass --output_dir and/or --export_base_path.")
-    export_encoder = None
-    if export_base_path:  # fail before the slow conversion if export is unavailable
-        try:
-            from relicv2_tf.serving.export import export_encoder
-        except ImportError as e:
-            raise ValueError("--export_base_path needs relicv2_tf.serving.export, which is not "
-                             f"available ({e}); write --output_dir and export later.") from e
-    start = time.time()
-    if checkpoint_format == "swav":
-        from relicv2_tf.models import convert_swav
-
-        encoder, model_config, report = convert_swav.convert_swav_checkpoint(
-            checkpoint, trust_pickle=trust_pickle, expected_sha256=expected_sha256, depth=depth,
-            width_multiplier=width_multiplier)
-    else:
-        from relicv2_tf.models import convert
-
-        encoder, model_config, report = convert.convert_checkpoint(
-            checkpoint, trust_pickle=trust_pickle, expected_sha256=expected_sha256, depth=depth,
-            width_multiplier=width_multiplier, progress=progress)
-    summary = {"checkpoint": checkpoint, "format": checkpoint_format, "model_config": model_config,
-               "report": report.to_dict()}
-    if output_dir:
-        summary["output_dir"] = encoder_io.save_encoder(encoder, model_config, output_dir)
-    if export_base_path:
-        summary["export_path"] = export_encoder(encoder, export_base_path, model_name,
-                                                version=version, overwrite=overwrite)
-    summary["seconds"] = round(time.time() - start, 1)
-    return summary
+def define_flags():
+    return {
+        "checkpoint": flags.DEFINE_string(
+            "checkpoint", None, "Released checkpoint: a Haiku .pkl (ReLICv2, BYOL "
+            "`pretrain_*.pkl`) or, with --format=swav, a SwAV `.pth.tar`."),
+        "format": flags.DEFINE_enum(
+            "format", "haiku", list(FORMATS),
+            "haiku: ReLICv2 / BYOL Haiku pickle; swav: facebookresearch/swav PyTorch checkpoint "
+            "(ResNet-50 and the RN50-w2/w4/w5 files)."),
+        "output_dir": flags.DEFINE_string(
+            "output_dir", None,
+            "Encoder directory to write (encoder.weights.h5 + model_config.json)."),
+        "export_base_path": flags.DEFINE_string(
+            "export_base_path", None,
+            "Also export a SavedModel to <export_base_path>/<model_name>/<version>."),
+        "model_name": flags.DEFINE_string("model_name", "relicv2_encoder",
+                                          "TF Serving model name."),
+        "version": flags.DEFINE_integer(
+            "version", None,
+            "TF Serving version directory; default: one more than the largest existing."),
+        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing export version."),
+        "trust_pickle": flags.DEFINE_bool(
+            "trust_pickle", False,
+            "Unpickle the checkpoint although its checksum is not given. Pickles can run code: "
+            "pass this only for a file you downloaded yourself from the authors' link."),
+        "expected_sha256": flags.DEFINE_string(
+            "expected_sha256", None,
+            "sha256 of the file from a trusted source; a match makes it safe to open."),
+        "depth": flags.DEFINE_enum(
+            "depth", None, ["18", "34", "50", "101", "152", "200"],
+            "Force the ResNet depth instead of inferring it from the shapes."),
+        "width": flags.DEFINE_float("width", None, "Force the width multiplier (1, 2, 4, 5)."),
+    }
 
 
-def _main(argv):
+def main(flag_values, argv):
     common.reject_arguments(COMMAND, argv[1:])
-    if not _CHECKPOINT.value:
+    value = {name: holder.value for name, holder in flag_values.items()}
+    if not value["checkpoint"]:
         common.fail(COMMAND, "--checkpoint is required (the downloaded .pkl or .pth.tar file).")
+    from relicv2_tf import import_encoder
+
     with common.exit_on_error(COMMAND, (ValueError, FileNotFoundError, FileExistsError)):
-        summary = run(
-            _CHECKPOINT.value, output_dir=_OUTPUT_DIR.value,
-            export_base_path=_EXPORT_BASE_PATH.value, model_name=_MODEL_NAME.value,
-            version=_VERSION.value, overwrite=_OVERWRITE.value, trust_pickle=_TRUST_PICKLE.value,
-            expected_sha256=_EXPECTED_SHA256.value,
-            depth=int(_DEPTH.value) if _DEPTH.value else None, width_multiplier=_WIDTH.value,
-            progress=True, checkpoint_format=_FORMAT.value)
+        summary = import_encoder.import_encoder(
+            value["checkpoint"], output_dir=value["output_dir"],
+            export_base_path=value["export_base_path"], model_name=value["model_name"],
+            version=value["version"], overwrite=value["overwrite"],
+            trust_pickle=value["trust_pickle"], expected_sha256=value["expected_sha256"],
+            depth=int(value["depth"]) if value["depth"] else None,
+            width_multiplier=value["width"], progress=True, checkpoint_format=value["format"])
     print(json.dumps(summary))
 
 
-def main():
-    common.run_app(COMMAND, _main, __doc__)
+def run():
+    flag_values = define_flags()
+    common.run_app(COMMAND, lambda argv: main(flag_values, argv), __doc__)
 
 
 if __name__ == "__main__":
-    main()
+    run()

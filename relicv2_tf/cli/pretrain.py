@@ -5,6 +5,9 @@
       --config.data.data_dir='gs://bucket/imagenet_masks/train-*' \\
       --workdir=gs://bucket/relicv2 --strategy=tpu
 
+On several machines: the same command on each with --strategy=multi_worker and its own
+TF_CONFIG; only the chief (task 0) writes --workdir (docs/SCALING.md, "Multi-worker").
+
 Rerunning the same command resumes from the latest checkpoint in --workdir. When the data
 source has labels and a held-out split (the demo's digits, ImageFolder, TFDS; or the source
 named by config.evaluation.knn_source), the run ends with a kNN evaluation of the pretrained
@@ -44,6 +47,10 @@ def define_flags():
         "allow_config_change": flags.DEFINE_list(
             "allow_config_change", [], "Config keys allowed to differ from the workdir's saved "
             "config on resume, e.g. training.max_steps (the resume guard names them)."),
+        "input_pipeline_per_replica": flags.DEFINE_bool(
+            "input_pipeline_per_replica", False, "With --strategy=mirrored: one input pipeline "
+            "per replica, so one machine reads exactly what --strategy=multi_worker with one "
+            "replica per worker reads (reproduces a multi-worker run on one host)."),
     }
 
 
@@ -87,38 +94,24 @@ def main(flag_values, argv):
 
     with common.exit_on_error(COMMAND, (ValueError, RuntimeError)):  # e.g. no TPU, no CPU split
         strategy = strategy_flags.strategy_from_flags()  # before any other TensorFlow call
-    from relicv2_tf import config as config_lib
     from relicv2_tf import distribute, train
     from relicv2_tf.evaluation import knn_report
 
-    with common.exit_on_error(COMMAND):
-        config_lib.validate(config)
-        distribute.per_replica_batch_size(config.training.batch_size, strategy)
-        _, summary = train.pretrain(config, workdir, strategy,
-                                    progress_bar=common.progress_bar(flag_values["progress"]),
-                                    allow_config_changes=allow_changes)
+    # config.validate and the batch check run in pretrain; a lost worker is one line too.
+    errors = (ValueError, FileNotFoundError, distribute.WorkerLostError)
+    with common.exit_on_error(COMMAND, errors):
+        _, summary = train.pretrain(
+            config, workdir, strategy, progress_bar=common.progress_bar(flag_values["progress"]),
+            allow_config_changes=allow_changes,
+            input_pipeline_per_replica=flag_values["input_pipeline_per_replica"].value)
     print(f"Pretraining done: {summary['steps']} steps in {summary['seconds']:.0f} s; "
           f"encoder written to {summary['encoder_dir']}")
-    if flag_values["knn_eval"].value and (
-            knn_report.labelled_data_config(config).source in knn_report.EVAL_SPLITS):
-        e = config.evaluation
-        result = knn_report.compare_with_random_init(
-            config, summary["encoder_dir"], k=e.knn_k, temperature=e.knn_temperature,
-            max_examples=e.knn_max_examples)
-        with open(os.path.join(workdir, "knn_eval.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        from relicv2_tf import train_logging
-
-        train_logging.write_scalars(os.path.join(workdir, "tensorboard", "train"),
-                                    summary["steps"],
-                                    {"final_knn_top1": result["pretrained_top1"],
-                                     "final_knn_top1_random_init": result["random_init_top1"]})
-        line = (f"kNN top-1 (k={result['k']}, {result['num_train']} train / "
-                f"{result['num_test']} test images): pretrained {result['pretrained_top1']:.4f} "
-                f"vs random-init {result['random_init_top1']:.4f}")
-        print(line)
-        with open(os.path.join(workdir, "train.log"), "a") as f:
-            f.write(line + "\n")
+    if flag_values["knn_eval"].value:
+        with common.exit_on_error(COMMAND, errors):
+            result = knn_report.report_end_of_run(config, workdir, summary["steps"],
+                                                  summary["encoder_dir"], strategy)
+        if result is not None:  # a labelled held-out split, on the chief
+            print(knn_report.summary_line(result))
 
 
 def run():

@@ -175,6 +175,18 @@ def table_has_size(augmentation: str, size: str) -> bool:
     return any(key[1] == size for key in AUGMENTATION_TABLES[augmentation])
 
 
+def check_data(data_config, fail):
+    """`data.augmentation` names a table, with small crops when there are small views."""
+    name, num_small = data_config.augmentation, data_config.num_small_views
+    if name not in AUGMENTATION_TABLES:
+        fail(f"data.augmentation={name!r}; choose one of {sorted(AUGMENTATION_TABLES)} "
+             "(--config.data.augmentation=...).")
+    if num_small > 0 and not table_has_size(name, "small"):
+        fail(f"data.num_small_views={num_small} but data.augmentation={name!r} has no small "
+             "views (its paper uses none): set --config.data.num_small_views=0 or use a table "
+             "with small crops (relicv2, swav).")
+
+
 def view_augmentation(view_index: int, size: str,
                       augmentation: str = "relicv2") -> ViewAugmentation:
     """Parameters of the `view_index`-th (0-based) view of `size` ("large"/"small") in the table

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from relicv2_tf.data import augment
+from relicv2_tf.data import blur
 
 # BG_Swaps adds a hard negative: only methods with negatives in their loss can use it.
 BG_SWAPS_METHODS = ("moco_v2", "simclr")
@@ -24,6 +24,18 @@ BG_SWAPS_METHODS = ("moco_v2", "simclr")
 # middle of large objects, smooth enough to leave no trace of the object's interior.
 FILL_SIGMA_FRACTION = 0.1
 _FILL_EPSILON = 1e-3  # where almost no background is within reach, the mean colour fills
+
+
+def check_config(config, fail):
+    """BG_RM's grey level, and BG_Swaps only with a method that has negatives."""
+    d = config.data
+    if not 0.0 <= d.bg_rm_grey_level <= 1.0:
+        fail(f"data.bg_rm_grey_level={d.bg_rm_grey_level} must be in [0, 1].")
+    if d.bg_swaps_prob > 0 and config.method not in BG_SWAPS_METHODS:
+        fail(f"data.bg_swaps_prob={d.bg_swaps_prob} with method={config.method!r}: BG_Swaps adds "
+             f"a hard negative, which only {BG_SWAPS_METHODS} use. Set "
+             "--config.data.bg_swaps_prob=0 (BG_RM / BG_Random: data.bg_rm_prob / "
+             "data.bg_random_prob work with every method), or use method moco_v2 or simclr.")
 
 
 def _split(seed, num: int):
@@ -62,7 +74,7 @@ def background_only(image, mask):
     weight = 1.0 - mask
     sigma = FILL_SIGMA_FRACTION * max(height, width)
     radius = min(int(3 * sigma), height - 1, width - 1)
-    blurred = augment.gaussian_blur(tf.concat([image * weight, weight], axis=-1), sigma, radius)
+    blurred = blur.gaussian_blur(tf.concat([image * weight, weight], axis=-1), sigma, radius)
     mean_colour = (tf.reduce_sum(image * weight, axis=[0, 1])
                    / (tf.reduce_sum(weight, axis=[0, 1]) + 1e-6))
     fill = (blurred[..., :3] + _FILL_EPSILON * mean_colour) / (blurred[..., 3:] + _FILL_EPSILON)

@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from relicv2_tf.data import augment, normalize
 
-
 EVAL_CROP_RATIO = 224 / 256  # centre crop / resized shorter side of the standard protocol
 
 

@@ -5,8 +5,9 @@
 label: int32 (-1 unknown), id: string}`, sharded per input pipeline (`input_context`, for
 `strategy.distribute_datasets_from_function`) and deterministic under `seed`.
 
-`SOURCES` is the one list of sources; the config check, the kNN monitor's labelled splits and the
-evaluation's class counts read it. Each source's reader (`readers`, `image_folder_reader`,
+`SOURCES` is the one list of sources, each with its config check (`check_config`, which
+`config.validate` calls); the kNN monitor's labelled splits and the evaluation's class counts read
+it. Each source's reader (`readers`, `image_folder_reader`,
 `tfds_reader`, `tfrecord_reader`) checks its input at the boundary, before decoding
 (`image_checks`), and applies `data.on_bad_image` (`readers`).
 
@@ -32,12 +33,13 @@ which shifts the rest of that stream by one example (docs/RELIABILITY.md).
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 from typing import Callable
 
 import tensorflow as tf
 
-from relicv2_tf.data import (demo_data, image_folder_reader, readers, tfds_reader,
-                             tfrecord_reader)
+from relicv2_tf.data import demo_data, image_folder_reader, readers, tfds_reader, tfrecord_reader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Source:
     masks: data_config -> whether every example has a mask; None when only the data tell.
     num_classes: (data_config, split) -> number of classes; None when the source cannot tell.
     eval_splits: (train, held-out) splits of a labelled source; None when it has no such pair.
+    check: (data_config, fail) -> None, the source's settings before anything is read; None when
+        it has none.
     """
 
     reader: Callable
@@ -57,6 +61,26 @@ class Source:
     masks: Callable
     num_classes: Callable | None
     eval_splits: tuple[str, str] | None
+    check: Callable | None = None
+
+
+def _check_image_folder(data_config, fail):
+    if not os.path.isdir(data_config.data_dir):
+        fail(f"data.data_dir={data_config.data_dir!r} is not a directory; point it at an "
+             "ImageFolder root (class sub-folders of images), e.g. "
+             "--config.data.data_dir=/data/imagenette.")
+
+
+def _check_tfds(data_config, fail):
+    if not data_config.tfds_name:
+        fail("data.source='tfds' needs data.tfds_name (e.g. --config.data.tfds_name=imagenet2012).")
+
+
+def _check_tfrecord(data_config, fail):
+    if not glob.glob(data_config.data_dir):
+        fail(f"data.data_dir={data_config.data_dir!r} matches no TFRecord files; give the pattern "
+             "of the shards written by `relicv2-saliency --stage=generate` (images with their "
+             "masks), e.g. --config.data.data_dir='/data/imagenet_masks/train-*'.")
 
 
 SOURCES = {
@@ -72,15 +96,25 @@ SOURCES = {
     "image_folder": Source(image_folder_reader.reader, image_folder_reader.count,
                            masks=lambda data_config: bool(data_config.get("mask_dir", "")),
                            num_classes=image_folder_reader.num_classes,
-                           eval_splits=("train", "val")),
+                           eval_splits=("train", "val"), check=_check_image_folder),
     # tfds.load(tfds_name, split, data_dir): images and labels only.
     "tfds": Source(tfds_reader.reader, tfds_reader.count, masks=lambda _: False,
-                   num_classes=tfds_reader.num_classes, eval_splits=("train", "validation")),
+                   num_classes=tfds_reader.num_classes, eval_splits=("train", "validation"),
+                   check=_check_tfds),
     # Shards matching the pattern data_dir (`tfrecord_format`): masks when the first record has
     # one, which only reading tells (`views.pretrain_dataset` checks).
     "tfrecord": Source(tfrecord_reader.reader, tfrecord_reader.count, masks=lambda _: None,
-                       num_classes=None, eval_splits=None),
+                       num_classes=None, eval_splits=None, check=_check_tfrecord),
 }
+
+
+def check_config(config, fail):
+    """`config.data.source` names a source, and that source's own check."""
+    source = config.data.source
+    if source not in SOURCES:
+        fail(f"data.source={source!r}; choose one of {tuple(SOURCES)}.")
+    if SOURCES[source].check is not None:
+        SOURCES[source].check(config.data, fail)
 
 
 def source_has_masks(data_config):

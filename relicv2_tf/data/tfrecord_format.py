@@ -32,7 +32,9 @@ def encode_example(image: bytes, example_id: bytes | str, label: int = -1,
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "id": _bytes(example_id),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: map entries sorted by key (upb orders them differently in every process)
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 def encode_mask_png(mask) -> bytes:

@@ -40,11 +40,11 @@ worker answers first: neither the batch order nor a restart is reproducible then
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import tensorflow as tf
 
-from relicv2_tf import config as config_lib
-from relicv2_tf.data import augment, augment_tables, background, normalize, sources
+from relicv2_tf.data import augment, augment_tables, background, defaults, normalize, sources
 
 # `stateless_fold_in(example seed, SALIENCY_MASKING_STREAM)` seeds the masking decisions: a stream
 # apart from the per-view seeds, which stay those of the unmasked pipeline.
@@ -58,18 +58,13 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
     `start_position`: the first example of this input pipeline's stream (0: the start; see the
     module docstring), e.g. for a restart at step s, s x global batch / number of pipelines.
     """
-    _check_config(data_config, batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1 (per replica).")
+    check_data(data_config, _raise)
     dataset = sources.example_stream(data_config, seed=seed, input_context=input_context,
                                      start_position=start_position, repeat=repeat)
     with_masks = sources.has_masks(dataset)
-    needs_masks = [name for name in config_lib.MASK_FEATURES if data_config[name] > 0]
-    if needs_masks and not with_masks:  # e.g. TFRecord shards written without masks
-        raise ValueError(
-            f"{', '.join(f'data.{n}={data_config[n]}' for n in needs_masks)}: uses a foreground "
-            f"mask per image, but data.source={data_config.source!r} "
-            f"(data.data_dir={data_config.data_dir!r}) has none. Train on the shards of "
-            "`relicv2-saliency` (which carry masks) or an ImageFolder with data.mask_dir, or "
-            f"switch the feature off: {' '.join(f'--config.data.{n}=0' for n in needs_masks)}.")
+    check_masks(data_config, with_masks, _raise)  # e.g. TFRecord shards written without masks
     use_other = with_masks and (data_config.bg_random_prob > 0 or data_config.bg_swaps_prob > 0)
     if use_other:
         # "Another random image": a second, independently ordered stream of the same source.
@@ -104,21 +99,50 @@ def pretrain_dataset(data_config, *, batch_size: int, seed: int, input_context=N
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _check_config(data_config, batch_size):
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1 (per replica).")
-    if data_config.num_large_views < 1:
-        raise ValueError("data.num_large_views must be >= 1.")
-    if data_config.num_small_views < 0:
-        raise ValueError("data.num_small_views must be >= 0.")
-    for key in ("mask_apply_prob", "mask_min_fraction", "bg_rm_prob", "bg_random_prob",
-                "bg_swaps_prob"):
-        if not 0.0 <= data_config[key] <= 1.0:
-            raise ValueError(f"data.{key}={data_config[key]} must be in [0, 1].")
-    # The table's own check, here rather than at trace time inside the tf.data map.
-    augment_tables.view_augmentation(0, "large", data_config.augmentation)
-    if data_config.bg_swaps_prob > 0 and data_config.num_large_views < 2:
-        raise ValueError("data.bg_swaps_prob > 0 needs 2 large views (anchor and positive).")
+def _raise(message):
+    raise ValueError(message)
+
+
+def check_config(config, fail):
+    """The views of `config.data` (`check_data`) and, where the source tells without reading
+    it, the masks they need (`check_masks`)."""
+    check_data(config.data, fail)
+    check_masks(config.data, sources.source_has_masks(config.data), fail)
+
+
+def check_data(data_config, fail):
+    """The settings of the views: counts, probabilities, the augmentation table, the tf.data
+    service address. `pretrain_dataset` checks them too, for callers without `config.validate`."""
+    d = data_config
+    if d.num_large_views < 1:
+        fail(f"data.num_large_views={d.num_large_views} must be >= 1.")
+    if d.num_small_views < 0:
+        fail(f"data.num_small_views={d.num_small_views} must be >= 0.")
+    for name in defaults.MASK_FEATURES + ("mask_min_fraction",):
+        if not 0.0 <= d[name] <= 1.0:
+            fail(f"data.{name}={d[name]} must be a probability in [0, 1].")
+    augment_tables.check_data(d, fail)
+    if d.bg_swaps_prob > 0 and d.num_large_views < 2:
+        fail(f"data.bg_swaps_prob={d.bg_swaps_prob} needs 2 large views (anchor and positive).")
+    address = d.tf_data_service_address
+    if address and not re.fullmatch(r"grpc://[^\s/:]+:\d+", address):
+        fail(f"data.tf_data_service_address={address!r}; give the dispatcher as grpc://host:port "
+             "(e.g. grpc://data-0:5050), or '' to preprocess in this process.")
+
+
+def check_masks(data_config, has_masks, fail):
+    """The mask features (`defaults.MASK_FEATURES`) that are on need a source with masks;
+    `has_masks` None: unknown until the data are read (TFRecord shards)."""
+    d = data_config
+    needs_masks = [n for n in defaults.MASK_FEATURES if d[n] > 0]
+    if needs_masks and has_masks is False:
+        fail(f"{', '.join(f'data.{n}={d[n]}' for n in needs_masks)}: uses a foreground mask per "
+             f"image, which data.source={d.source!r} (data.data_dir={d.data_dir!r}) does not "
+             "provide. Either give masks: run `relicv2-saliency` (stages priors, refine, "
+             "generate) and train on its shards with --config.data.source=tfrecord "
+             "--config.data.data_dir='<masks>/train-*', or for an ImageFolder pass "
+             "--config.data.mask_dir=<mask folder>; or switch the feature off: "
+             f"{' '.join(f'--config.data.{n}=0' for n in needs_masks)}.")
 
 
 def make_views(example, seed, data_config, other_example=None):
@@ -217,8 +241,9 @@ def crop_flip(image, mask, other_image, other_mask, seed, size, params) -> Crop:
 def finish_view(crop: Crop, params, data_config):
     """BG_RM / BG_Random -> photometric ops."""
     view = crop.view
-    # Five sub-seeds, of which the 3rd and 4th are unused (BG_Swaps draws once per example in
-    # `_bg_swaps`; saliency masking draws before the crop): the split keeps each op's stream.
+    # One sub-seed per random op after the crop: BG_RM (1st), BG_Random (2nd), the photometric
+    # ops (5th), so each op's draws do not depend on which other ops are on. No op reads the 3rd
+    # and 4th (BG_Swaps and saliency masking draw once per example, from `make_views`' seeds).
     rm_seed, random_seed, _, _, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(crop.seed, 5))
     min_fraction = data_config.mask_min_fraction

@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
+from relicv2_tf import checkpointing, distribute
 from relicv2_tf.optim import guard
 
 
@@ -119,33 +119,30 @@ def train_loop(step_fn, batches_for_epoch, *, num_epochs: int, steps_per_epoch: 
                checkpoint_every_steps: int = 0, keep_checkpoints: int = 2,
                stop_after_steps: int | None = None, progress: bool = True,
                description: str = "train", on_nonfinite: str = "stop",
-               max_consecutive_nonfinite: int = 5) -> dict:
+               max_consecutive_nonfinite: int = 5, strategy=None) -> dict:
     """Runs `step_fn(*batch) -> (loss, applied) | None` over `batches_for_epoch(epoch,
     skip_batches)`, resumably.
 
     `state` names every piece of state (Keras models, optimizers, `step`); it is restored from
     the latest checkpoint in `checkpoint_dir` first, and the remaining steps of the interrupted
     epoch are replayed in the same order (the batch stream is a pure function of the epoch).
-    Checkpoints are written by `tf.train.CheckpointManager` (index file replaced atomically),
-    each after checking that the state is finite. A step whose loss or gradients were not
-    finite applied nothing (`classifier_step`): "stop" raises `guard.NonFiniteError` at once
-    naming the step and the last good checkpoint; "skip_step" counts it and raises after
-    `max_consecutive_nonfinite` in a row. `stop_after_steps` ends this call at that global step
-    (saving a checkpoint first), for runs split into slices; the next call resumes there.
+    Checkpoints follow `checkpointing` (the state checked finite before each save; under
+    MultiWorkerMirroredStrategy, the `strategy` of `step_fn`, only the chief keeps them). A step
+    whose loss or gradients were not finite applied nothing (`classifier_step`): "stop" raises
+    `guard.NonFiniteError` at once naming the step and the last good checkpoint; "skip_step"
+    counts it and raises after `max_consecutive_nonfinite` in a row. `stop_after_steps` ends
+    this call at that global step (saving a checkpoint first), for runs split into slices; the
+    next call resumes there.
     """
-    if on_nonfinite not in guard.ON_NONFINITE:
-        raise ValueError(f"on_nonfinite={on_nonfinite!r} is not one of {guard.ON_NONFINITE}.")
-    checkpoint = tf.train.Checkpoint(**state)
-    variables = [v for value in state.values() for v in _state_variables(value)]
-    manager = None
+    policy = checkpointing.NonFinitePolicy(on_nonfinite, max_consecutive_nonfinite)
+    policy.check()
+    checkpoints, role = None, distribute.worker_role(strategy)
     if checkpoint_dir:
-        manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, keep_checkpoints)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-
-    def save(number):
-        guard.assert_finite_state(variables, f"{description} checkpoint at step {number}")
-        manager.save(checkpoint_number=number)
+        variables = [v for value in state.values() for v in _state_variables(value)]
+        checkpoints = checkpointing.Checkpoints(
+            tf.train.Checkpoint(**state), checkpoint_dir, keep_checkpoints, lambda: variables,
+            role=role, what=f"{description} checkpoint")
+        checkpoints.restore()
 
     start = int(step.numpy())
     total = num_epochs * steps_per_epoch
@@ -157,7 +154,8 @@ def train_loop(step_fn, batches_for_epoch, *, num_epochs: int, steps_per_epoch: 
             print(f"{description} epoch {epoch + 1}/{num_epochs}", flush=True)
         epoch_losses = []
         for i, batch in enumerate(batches_for_epoch(epoch, skip)):
-            outcome = step_fn(*batch)
+            with distribute.stop_on_lost_worker(role):  # a dead or hung peer: one error
+                outcome = step_fn(*batch)
             step.assign_add(1)
             current = int(step.numpy())
             values = None
@@ -168,27 +166,23 @@ def train_loop(step_fn, batches_for_epoch, *, num_epochs: int, steps_per_epoch: 
                     values, streak = [("loss", loss)], 0
                 else:
                     skipped, streak = skipped + 1, streak + 1
-                    message = (f"{description} step {current}: non-finite loss ({loss}) or "
-                               f"gradients; the update was not applied ({skipped} such steps, "
-                               f"{streak} in a row).")
-                    logging.warning(message)
-                    if on_nonfinite == "stop" or streak >= max_consecutive_nonfinite:
-                        last = manager.latest_checkpoint if manager else None
-                        raise guard.NonFiniteError(
-                            f"{message} Stopped (on_nonfinite={on_nonfinite!r}); last good "
-                            f"checkpoint: {last or 'none'}. Rerun to resume from it.")
+                    failure = policy.after_nonfinite_step(
+                        current, skipped, streak, checkpoints.latest if checkpoints else None,
+                        what=description, loss=loss)
+                    if failure is not None:
+                        raise failure
             if bar is not None:
                 bar.update(skip + i + 1, values=values)
-            if manager and checkpoint_every_steps and current % checkpoint_every_steps == 0:
-                save(current)
+            if checkpoints and checkpoint_every_steps and current % checkpoint_every_steps == 0:
+                checkpoints.save(current)
             if stop_after_steps is not None and current >= stop_after_steps:
-                if manager:
-                    save(current)
+                if checkpoints:
+                    checkpoints.save(current)
                 return {"stopped_at_step": current, "losses": losses, "nonfinite_steps": skipped}
         if epoch_losses:
             losses.append(float(np.mean(epoch_losses)))
-    if manager and int(step.numpy()) != start:
-        save(int(step.numpy()))
+    if checkpoints and int(step.numpy()) != start:
+        checkpoints.save(int(step.numpy()))
     return {"stopped_at_step": None, "losses": losses, "total_steps": total,
             "nonfinite_steps": skipped}
 

@@ -64,7 +64,8 @@ def finetune(encoder, train_examples, *, num_classes: int, batch_size: int = 256
                "encoder_optimizer": encoder_optimizer, "head_optimizer": head_optimizer},
         step=step, checkpoint_dir=checkpoint_dir, checkpoint_every_steps=checkpoint_every_steps,
         stop_after_steps=stop_after_steps, progress=progress, description="finetune",
-        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite)
+        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite,
+        strategy=strategy)
     info.update(num_train_examples=num_train, steps_per_epoch=steps_per_epoch)
     encoder.trainable = False
     return head, info
@@ -91,7 +92,8 @@ def finetune_eval(encoder, train_examples, test_examples, *, num_classes: int,
 def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
     """`relicv2-finetune`: fine-tunes the config's encoder on its label subset (`data`, filtered
     by `subset_file` when set), scores it on `test_data`, writes the fine-tuned `encoder/`,
-    `linear_head.keras` and `finetune.json` to `output_dir` (resuming from its checkpoints)."""
+    `linear_head.keras` and `finetune.json` to `output_dir` (resuming from its checkpoints;
+    only the chief of a multi-worker `strategy` writes)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         encoder = inputs.encoder_from_config(config)
@@ -107,10 +109,10 @@ def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dic
         eval_batch_size=config.eval_batch_size, resize_size=config.resize_size,
         progress=progress, checkpoint_dir=os.path.join(output_dir, "checkpoints"),
         strategy=strategy, **config.finetune.to_dict())
-    encoder_dir = encoder_io.save_encoder(encoder, model_config,
-                                          os.path.join(output_dir, "encoder"))
-    linear_head.save_head(head, output_dir)
-    details = {"encoder": encoder_dir, "num_train_examples": info["num_train_examples"],
-               "subset": config.subset_file or config.data.tfds_name}
-    results.write_result(output_dir, "finetune", metrics, config=config, details=details)
+    with results.written_by_chief(output_dir, strategy) as out:
+        encoder_dir = encoder_io.save_encoder(encoder, model_config, os.path.join(out, "encoder"))
+        linear_head.save_head(head, out)
+        details = {"encoder": encoder_dir, "num_train_examples": info["num_train_examples"],
+                   "subset": config.subset_file or config.data.tfds_name}
+        results.write_result(out, "finetune", metrics, config=config, details=details)
     return metrics

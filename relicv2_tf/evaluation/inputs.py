@@ -2,7 +2,7 @@
 
 Every protocol's config names its encoder the same way (`encoder_dir`, or `random_init` with
 `model` and `seed`) and its data as a `data` section of the shared data config
-(`relicv2_tf/config.py`) plus split names; this module turns them into an encoder and
+(`relicv2_tf/data/defaults.py`) plus split names; this module turns them into an encoder and
 (uint8 image, label) datasets, and raises ValueError / FileNotFoundError naming the setting to fix.
 """
 
@@ -13,7 +13,7 @@ import copy
 import keras
 import tensorflow as tf
 
-from relicv2_tf import config as config_lib
+from relicv2_tf.data import defaults
 from relicv2_tf.models import encoder_io
 
 
@@ -51,7 +51,7 @@ def encoder_model_config(config) -> dict:
 def data_section(base=None, **fields):
     """A data section: a copy of `base` (default: the shared default data config) with `fields`
     replaced, e.g. `data_section(source="image_folder", data_dir=root, split="")`."""
-    data = copy.deepcopy(base) if base is not None else config_lib.get_default_config().data
+    data = copy.deepcopy(base) if base is not None else defaults.data_config()
     with data.unlocked():
         for key, value in fields.items():
             data[key] = value

@@ -75,7 +75,8 @@ def train_linear_head(encoder, train_examples, *, num_classes: int, batch_size: 
         state={"head": head, "optimizer": optimizer, "step": step}, step=step,
         checkpoint_dir=checkpoint_dir, checkpoint_every_steps=checkpoint_every_steps,
         stop_after_steps=stop_after_steps, progress=progress, description="linear",
-        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite)
+        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite,
+        strategy=strategy)
     info.update(num_train_examples=num_train, steps_per_epoch=steps_per_epoch)
     return head, info
 
@@ -100,7 +101,8 @@ def linear_eval(encoder, train_examples, test_examples, *, num_classes: int, bat
 
 def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
     """`relicv2-linear-eval`: evaluates the config's encoder, writes `linear_head.keras` and
-    `linear_eval.json` to `output_dir` (resuming from `<output_dir>/checkpoints`)."""
+    `linear_eval.json` to `output_dir` (resuming from `<output_dir>/checkpoints`; only the
+    chief of a multi-worker `strategy` writes)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         encoder = inputs.encoder_from_config(config)
@@ -111,8 +113,10 @@ def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dic
         encoder, train_examples, test_examples, num_classes=num_classes, seed=config.seed,
         eval_batch_size=config.eval_batch_size, progress=progress, strategy=strategy,
         checkpoint_dir=os.path.join(output_dir, "checkpoints"), **config.linear.to_dict())
-    details = {"head": linear_head.save_head(head, output_dir),
-               "encoder_dir": config.encoder_dir or "random_init",
-               "num_train_examples": info["num_train_examples"], "epoch_losses": info["losses"]}
-    results.write_result(output_dir, "linear_eval", metrics, config=config, details=details)
+    with results.written_by_chief(output_dir, strategy) as out:
+        details = {"head": linear_head.save_head(head, out),
+                   "encoder_dir": config.encoder_dir or "random_init",
+                   "num_train_examples": info["num_train_examples"],
+                   "epoch_losses": info["losses"]}
+        results.write_result(out, "linear_eval", metrics, config=config, details=details)
     return metrics

@@ -6,16 +6,20 @@ Metrics (ReLICv2 appendix B, following SimCLR / BYOL):
     (the transfer metric for Pets, Flowers, Caltech101 and Aircraft).
 
 Every protocol ends with `write_result`, which writes `<output_dir>/<protocol>.json` atomically
-and returns (and prints) the one-line summary `relicv2 <protocol>: key=value ...`.
+and returns (and prints) the one-line summary `relicv2 <protocol>: key=value ...`; in a
+multi-worker run only the chief's outputs remain (`written_by_chief`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 
 import numpy as np
+
+from relicv2_tf import distribute
 
 
 def top_k_predictions(scores, k: int = 5) -> np.ndarray:
@@ -91,6 +95,16 @@ def summary_line(protocol: str, metrics: dict) -> str:
         elif isinstance(value, (int, np.integer)):
             parts.append(f"{key}={int(value)}")
     return f"relicv2 {protocol}: " + " ".join(parts)
+
+
+@contextlib.contextmanager
+def written_by_chief(output_dir: str, strategy=None):
+    """The directory this process writes a protocol's outputs to: `output_dir` on the chief;
+    on another worker of a multi-worker run (`distribute.WorkerRole`) its own temporary
+    directory, deleted when the block ends, so only the chief's files remain."""
+    role = distribute.worker_role(strategy)
+    yield role.write_dir(output_dir)
+    role.remove_worker_dir(output_dir)
 
 
 def write_result(output_dir: str, protocol: str, metrics: dict, *, config=None,

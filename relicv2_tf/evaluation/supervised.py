@@ -56,7 +56,8 @@ def train_supervised(encoder, train_examples, *, num_classes: int, batch_size: i
         state={"encoder": encoder, "head": head, "optimizer": optimizer, "step": step},
         step=step, checkpoint_dir=checkpoint_dir, checkpoint_every_steps=checkpoint_every_steps,
         stop_after_steps=stop_after_steps, progress=progress, description="supervised",
-        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite)
+        on_nonfinite=on_nonfinite, max_consecutive_nonfinite=max_consecutive_nonfinite,
+        strategy=strategy)
     info.update(num_train_examples=num_train, steps_per_epoch=steps_per_epoch,
                 learning_rate=learning_rate)
     encoder.trainable = False
@@ -66,7 +67,8 @@ def train_supervised(encoder, train_examples, *, num_classes: int, batch_size: i
 def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dict:
     """`relicv2-supervised`: trains a random-init encoder of `config.model` with labels, writes
     `encoder/`, `linear_head.keras` and `supervised.json` (the classifier's test accuracy) to
-    `output_dir` (resuming from `<output_dir>/checkpoints`)."""
+    `output_dir` (resuming from `<output_dir>/checkpoints`; only the chief of a multi-worker
+    `strategy` writes)."""
     strategy = strategy or tf.distribute.get_strategy()
     num_classes = inputs.resolve_num_classes(config.num_classes, config.data, config.train_split)
     train_examples = inputs.labelled_examples(config.data, config.train_split)
@@ -77,14 +79,15 @@ def run(config, output_dir: str, *, strategy=None, progress: bool = True) -> dic
         encoder, train_examples, num_classes=num_classes, seed=config.seed, progress=progress,
         checkpoint_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy,
         **config.supervised.to_dict())
-    encoder_dir = encoder_io.save_encoder(encoder, encoder_io.encoder_config(config.model),
-                                          os.path.join(output_dir, "encoder"))
-    linear_head.save_head(head, output_dir)
-    metrics = linear_head.evaluate_head(
-        encoder, head, test_examples, num_classes=num_classes, batch_size=config.eval_batch_size,
-        image_size=config.supervised.image_size, resize_size=config.resize_size,
-        progress=progress, strategy=strategy)
-    details = {"encoder": encoder_dir, "num_train_examples": info["num_train_examples"],
-               "learning_rate": info["learning_rate"], "epoch_losses": info["losses"]}
-    results.write_result(output_dir, "supervised", metrics, config=config, details=details)
+    with results.written_by_chief(output_dir, strategy) as out:
+        encoder_dir = encoder_io.save_encoder(
+            encoder, encoder_io.encoder_config(config.model), os.path.join(out, "encoder"))
+        linear_head.save_head(head, out)
+        metrics = linear_head.evaluate_head(
+            encoder, head, test_examples, num_classes=num_classes,
+            batch_size=config.eval_batch_size, image_size=config.supervised.image_size,
+            resize_size=config.resize_size, progress=progress, strategy=strategy)
+        details = {"encoder": encoder_dir, "num_train_examples": info["num_train_examples"],
+                   "learning_rate": info["learning_rate"], "epoch_losses": info["losses"]}
+        results.write_result(out, "supervised", metrics, config=config, details=details)
     return metrics

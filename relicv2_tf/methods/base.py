@@ -7,6 +7,8 @@ helpers (`relicv2_tf/cross_replica.py`) are identities on one device.
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import tensorflow as tf
 
@@ -143,8 +145,8 @@ class SelfSupervisedModel(keras.Model):
         """g(f(x)) of a batch of images [N, H, W, 3] (views folded by `views_to_batch`); the
         step's first encoder features also go to the online probe, when there is one."""
         features = self.online_encoder(images, training=True)
-        if self.online_probe is not None and self._probe_features[0] is None:
-            self._probe_features[0] = features
+        if self.online_probe is not None and getattr(self._probe_features, "value", None) is None:
+            self._probe_features.value = features
         return self.online_projector(features, training=True)
 
     def online_predictions(self, images):
@@ -231,10 +233,13 @@ class SelfSupervisedModel(keras.Model):
                                              self.model_config.width_multiplier)
         probe = online_probe.OnlineProbe(feature_dim, num_classes, learning_rate)
         object.__setattr__(self, "online_probe", probe)  # not tracked: not in checkpoints
-        object.__setattr__(self, "_probe_features", [None])
+        # The step's features, handed from `online_projections` to `probe_step`: per thread,
+        # because MirroredStrategy traces each replica's step in a thread of its own.
+        object.__setattr__(self, "_probe_features", threading.local())
 
         def probe_step(data):
-            features, self._probe_features[0] = self._probe_features[0], None
+            features = getattr(self._probe_features, "value", None)
+            self._probe_features.value = None
             if features is None:  # a method that calls its encoder directly (SwAV)
                 features = self.online_encoder(data["large"][:, 0], training=False)
             labels = data["label"]

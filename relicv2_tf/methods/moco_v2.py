@@ -1,4 +1,5 @@
-"""MoCo-v2 (He et al. 2020; Chen et al. 2020b): momentum key encoder, queue of negatives, Shuffle-BN.
+"""MoCo-v2 (He et al. 2020; Chen et al. 2020b): momentum key encoder, queue of negatives,
+Shuffle-BN.
 
 Per step, as facebookresearch/moco's moco/builder.py `MoCo.forward`: the query q = g(f(x1)) of
 the first large view (online network), the key k = g'(f'(x2)) of the second view (momentum

@@ -49,7 +49,8 @@ class SimCLR(base.SelfSupervisedModel):
                 projections, num_views + (hard_negative_valid is not None))
             loss = losses.nt_xent_loss(
                 view1, view2, temperature=self.temperature,
-                view1_all=cross_replica.gather(view1, with_gradient=True), view2_all=cross_replica.gather(view2, with_gradient=True),
+                view1_all=cross_replica.gather(view1, with_gradient=True),
+                view2_all=cross_replica.gather(view2, with_gradient=True),
                 row_offset=replica_id * local_batch,
                 global_batch_size=local_batch * num_replicas,
                 hard_negatives=hard_negatives[0] if hard_negatives else None,

@@ -8,11 +8,12 @@ the forward pass). For each large crop (`code_views`) the Sinkhorn-Knopp codes
 in front once the queue is full; every other crop predicts them through a softmax at
 `temperature` (eq. 1-2). No target network.
 Schedule details of the paper: the prototypes receive no gradient for the first
-`loss.freeze_prototypes_epochs` (zeroed gradient; weight decay then only rescales the matrix,
-which the forward normalisation removes); the queue (`queue_size` embeddings per code view,
-identical on every replica, each replica using its own block in Sinkhorn) starts filling at step
-`loss.queue_start_epochs` and is used once full. Epochs become steps here, from the run's
-`steps_per_epoch` (examples / global batch), so they follow the batch size.
+`freeze_prototypes_steps` (zeroed gradient; weight decay then only rescales the matrix, which the
+forward normalisation removes); the queue (`queue_size` embeddings per code view, identical on
+every replica, each replica using its own block in Sinkhorn) starts filling at step
+`queue_start_steps` and is used once full. The config gives both in epochs
+(`loss.freeze_prototypes_epochs`, `loss.queue_start_epochs`); the builder (methods/__init__.py)
+turns them into steps of the run (`schedules.epochs_to_steps`), so they follow the batch size.
 Background augmentations act in the data pipeline; BG_Swaps only changes the second large view
 (SwAV has no negatives), so the batch's `hard_negative` is ignored.
 """
@@ -27,8 +28,8 @@ from relicv2_tf.methods import base
 
 
 class SwAV(base.SelfSupervisedModel):
-    def __init__(self, model_config, loss_config, *, total_steps, steps_per_epoch: float,
-                 seed=0, **kwargs):
+    def __init__(self, model_config, loss_config, *, total_steps, queue_start_steps: int,
+                 freeze_prototypes_steps: int, seed=0, **kwargs):
         super().__init__(model_config, total_steps=total_steps, base_target_ema=None,
                          use_predictor=False, seed=seed, **kwargs)
         self.temperature = loss_config.temperature
@@ -36,10 +37,8 @@ class SwAV(base.SelfSupervisedModel):
         self.sinkhorn_iterations = loss_config.sinkhorn_iterations
         self.code_views = tuple(loss_config.code_views)
         self.queue_size = loss_config.queue_size
-        # SwAV's one epoch of frozen prototypes is 313 iterations at batch 4096.
-        self.queue_start_steps = round(loss_config.queue_start_epochs * steps_per_epoch)
-        self.freeze_prototypes_steps = round(loss_config.freeze_prototypes_epochs
-                                             * steps_per_epoch)
+        self.queue_start_steps = queue_start_steps
+        self.freeze_prototypes_steps = freeze_prototypes_steps
         if self.queue_size and self.queue_start_steps >= total_steps:
             raise ValueError(
                 f"loss.queue_size={self.queue_size} but the queue starts at step "
@@ -77,7 +76,8 @@ class SwAV(base.SelfSupervisedModel):
         weight = tf.concat([tf.fill([block], queue_weight), tf.ones([tf.shape(scores)[0]])], 0)
         codes = losses.sinkhorn_knopp(tf.concat([stored_scores, scores], axis=0),
                                       epsilon=self.epsilon, num_iters=self.sinkhorn_iterations,
-                                      sample_weight=weight, all_reduce_sum=cross_replica.all_reduce_sum)
+                                      sample_weight=weight,
+                                      all_reduce_sum=cross_replica.all_reduce_sum)
         return codes[block:]
 
     def update_queue(self, embeddings, active):

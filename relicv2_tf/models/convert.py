@@ -35,8 +35,12 @@ import numpy as np
 
 from relicv2_tf.models import encoder_io
 from relicv2_tf.models import resnet as resnet_lib
-from relicv2_tf.models.safe_pickle import (KNOWN_RECORD_FIELDS, CheckpointError, OpaqueRecord,
-                                           load_checkpoint)
+from relicv2_tf.models.safe_pickle import (
+    KNOWN_RECORD_FIELDS,
+    CheckpointError,
+    OpaqueRecord,
+    load_checkpoint,
+)
 
 HAIKU_SEPARATOR = "/~/"
 BN_MOMENTUM = 0.9  # Haiku ResNet decay_rate in BYOL / ReLICv2

@@ -63,7 +63,8 @@ def save_encoder(encoder: keras.Model, model_config, directory: str) -> str:
 
 
 def load_encoder(directory: str, **kwargs) -> keras.Model:
-    """Rebuilds and loads an encoder directory; kwargs override `resnet()` args (e.g. synchronized_bn)."""
+    """Rebuilds and loads an encoder directory; kwargs override `resnet()` args (e.g.
+    synchronized_bn)."""
     config, weights_path = read_model_directory(
         directory, WEIGHTS_FILE, CONFIG_FILE,
         "`relicv2-pretrain` (<workdir>/encoder) or `relicv2-import`")

@@ -45,6 +45,12 @@ RESNET_BLOCKS = {
 GROUP_STRIDES = (1, 2, 2, 2)
 
 
+def check_config(config, fail):
+    """`config.model.depth` is a ResNet this module builds."""
+    if config.model.depth not in RESNET_BLOCKS:
+        fail(f"model.depth={config.model.depth}; choose one of {sorted(RESNET_BLOCKS)}.")
+
+
 def group_channels(depth: int, width_multiplier: int) -> tuple[int, ...]:
     """Output channels of the four block groups (Haiku `channels_per_group`)."""
     _, bottleneck = RESNET_BLOCKS[depth]

@@ -39,8 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from relicv2_tf.models.safe_pickle import (TORCH_LEGACY_MAGIC, CheckpointError,
-                                           RestrictedUnpickler, require_trust, torch_file_format)
+from relicv2_tf.models.safe_pickle import (
+    TORCH_LEGACY_MAGIC,
+    CheckpointError,
+    RestrictedUnpickler,
+    require_trust,
+    torch_file_format,
+)
 
 LEGACY_PROTOCOL_VERSION = 1001
 # torch.<name>Storage -> dtype of its elements (little-endian; the zip format may say otherwise).

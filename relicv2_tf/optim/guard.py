@@ -24,6 +24,15 @@ from relicv2_tf import cross_replica
 ON_NONFINITE = ("stop", "skip_step")
 
 
+def check_config(config, fail):
+    """What a training loop does after a non-finite step (`config.training`)."""
+    t = config.training
+    if t.on_nonfinite not in ON_NONFINITE:
+        fail(f"training.on_nonfinite={t.on_nonfinite!r}; choose one of {ON_NONFINITE}.")
+    if t.max_consecutive_nonfinite < 1:
+        fail(f"training.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1.")
+
+
 class NonFiniteError(RuntimeError):
     """A training loop stopped at a non-finite step (nothing of it was applied or saved)."""
 

@@ -11,12 +11,13 @@ Sharding: the sorted file list is split into `num_shards` shards, shard i holdin
 i::num_shards (so every shard mixes classes). Worker w of N writes shards w::N, so N workers
 (processes or machines) write disjoint files. Each shard is written to a temporary name and
 renamed when complete, so a finished shard is never partial, and a rerun skips shards that
-already exist: kill a worker at any moment and start it again.
+already exist: kill a worker at any moment and start it again. `saliency/beam_generate.py` runs
+the same functions as an Apache Beam pipeline (one shard per element). Paths may be local or
+URLs that tf.io.gfile reads and writes (gs://...).
 """
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 import time
@@ -28,20 +29,46 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def _folder_functions(root: str):
+    """(isdir, isfile, listdir) for `root`: the os module for a local path (no TensorFlow: the
+    priors stage lists images without it), tf.io.gfile for a URL such as gs://bucket/train
+    (what the workers of a Beam run on a cluster read)."""
+    if "://" not in root:
+        return os.path.isdir, os.path.isfile, os.listdir
+    import tensorflow as tf
+
+    def isfile(path):
+        return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+    def listdir(path):
+        return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
+    return tf.io.gfile.isdir, isfile, listdir
+
+
+def _visible(names) -> list:
+    """Sorted names without the hidden ones, as glob's "*" lists them."""
+    return sorted(n for n in names if not n.startswith("."))
+
+
 def list_image_folder(root: str) -> list:
-    """[(path, label, id)] sorted; class folders give labels, images directly in root get -1."""
-    if not os.path.isdir(root):
+    """[(path, label, id)] sorted; class folders give labels, images directly in root get -1.
+    `root` is a local folder or a URL tf.io.gfile reads (gs://...)."""
+    isdir, isfile, listdir = _folder_functions(root)
+    if not isdir(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist (expected an ImageFolder "
                                 "root such as ../shared/data/imagenette/train).")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    names = listdir(root)
+    classes = sorted(n for n in names if isdir(os.path.join(root, n)))
     entries = []
     for label, name in enumerate(classes):
-        for path in sorted(glob.glob(os.path.join(root, name, "*"))):
-            if path.lower().endswith(IMAGE_EXTENSIONS):
-                entries.append((path, label, f"{name}/{os.path.basename(path)}"))
-    for path in sorted(glob.glob(os.path.join(root, "*"))):
-        if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
-            entries.append((path, -1, os.path.basename(path)))
+        for file_name in _visible(listdir(os.path.join(root, name))):
+            if file_name.lower().endswith(IMAGE_EXTENSIONS):
+                entries.append((os.path.join(root, name, file_name), label,
+                                f"{name}/{file_name}"))
+    for file_name in _visible(names):
+        path = os.path.join(root, file_name)
+        if file_name.lower().endswith(IMAGE_EXTENSIONS) and isfile(path):
+            entries.append((path, -1, file_name))
     if not entries:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root!r}.")
     return entries
@@ -92,34 +119,76 @@ def worker_shards(num_shards: int, num_workers: int, worker_index: int) -> list:
     return list(range(worker_index, num_shards, num_workers))
 
 
-def write_shard(entries: list, predict_fn, path: str, image_size: int, batch_size: int,
-                progress_bar=None) -> int:
-    """Masks for `entries` [(path, label, id)] written to `path` atomically; returns the count.
+def pending_shards(entries: list, output_dir: str, prefix: str, num_shards: int,
+                   shards) -> dict:
+    """{shard index: its entries} for the shards of `shards` not yet under `output_dir` (a rerun
+    skips finished shards); removes the temporary files a killed run left for them."""
+    import tensorflow as tf
 
-    `predict_fn(uint8 [B, S, S, 3]) -> float [B, S, S]` in [0, 1]."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+    tf.io.gfile.makedirs(output_dir)
+    todo = {}
+    for shard in shards:
+        path = shard_path(output_dir, prefix, shard, num_shards)
+        if tf.io.gfile.exists(path):
+            continue
+        for stale in tf.io.gfile.glob(path + ".tmp-*"):  # left by a killed run
+            tf.io.gfile.remove(stale)
+        todo[shard] = [entries[i] for i in shard_indices(len(entries), num_shards, shard)]
+    return todo
+
+
+def batches(entries: list, batch_size: int) -> list:
+    """Consecutive slices of `batch_size` entries: the batches the mask source sees."""
+    return [entries[start:start + batch_size] for start in range(0, len(entries), batch_size)]
+
+
+def encode_batch(batch: list, predict_fn, image_size: int) -> list:
+    """Serialized examples (`tfrecord_format.encode_example`) of `batch` [(path, label, id)]:
+    the file's bytes, the mask as a PNG at the image's own size, the label and the id.
+
+    `predict_fn(uint8 [B, S, S, 3]) -> float [B, S, S]` in [0, 1], S = `image_size`."""
     import tensorflow as tf
 
     from relicv2_tf.data import tfrecord_format
 
+    raw, decoded = [], []
+    for file_path, _, _ in batch:
+        with tf.io.gfile.GFile(file_path, "rb") as f:
+            raw.append(f.read())
+        decoded.append(decode_rgb(raw[-1], file_path))
+    maps = predict_fn(np.stack([resize_uint8(im, image_size) for im in decoded]))
+    return [tfrecord_format.encode_example(
+        data, example_id, label,
+        tfrecord_format.encode_mask_png(resize_map(saliency, *image.shape[:2])))
+        for (_, label, example_id), data, image, saliency in zip(batch, raw, decoded, maps)]
+
+
+def write_records(path: str, record_batches, progress_bar=None) -> int:
+    """Writes each list of serialized records of `record_batches` to `path` under a temporary
+    name, renamed when complete (a finished shard is never partial); returns the count."""
+    import tensorflow as tf
+
     tmp = f"{path}.tmp-{os.getpid()}"
+    count = 0
     with tf.io.TFRecordWriter(tmp) as writer:
-        for start in range(0, len(entries), batch_size):
-            batch = entries[start:start + batch_size]
-            raw, decoded = [], []
-            for file_path, _, _ in batch:
-                with open(file_path, "rb") as f:
-                    raw.append(f.read())
-                decoded.append(decode_rgb(raw[-1], file_path))
-            maps = predict_fn(np.stack([resize_uint8(im, image_size) for im in decoded]))
-            for (file_path, label, example_id), data, image, saliency in zip(
-                    batch, raw, decoded, maps):
-                mask = resize_map(saliency, *image.shape[:2])
-                writer.write(tfrecord_format.encode_example(
-                    data, example_id, label, tfrecord_format.encode_mask_png(mask)))
+        for records in record_batches:
+            for record in records:
+                writer.write(record)
+            count += len(records)
             if progress_bar is not None:
-                progress_bar.update(len(batch))
-    os.replace(tmp, path)
-    return len(entries)
+                progress_bar.update(len(records))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return count
+
+
+def write_shard(entries: list, predict_fn, path: str, image_size: int, batch_size: int,
+                progress_bar=None) -> int:
+    """Masks for `entries` [(path, label, id)], batch by batch, written to `path` atomically;
+    returns the count. `predict_fn` as in `encode_batch`."""
+    return write_records(path, (encode_batch(batch, predict_fn, image_size)
+                                for batch in batches(entries, batch_size)), progress_bar)
 
 
 def evenly_spaced(entries: list, num_examples: int) -> list:
@@ -137,21 +206,14 @@ def generate_masks(root: str, output_dir: str, predict_fn, image_size: int, *,
     """Writes this worker's shards of `root` (or of `num_examples` evenly spaced images of it)
     under `output_dir`; skips finished shards."""
     entries = evenly_spaced(list_image_folder(root), num_examples)
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
-    os.makedirs(output_dir, exist_ok=True)
     shards = worker_shards(num_shards, num_workers, worker_index)
-    todo = [s for s in shards if not os.path.exists(shard_path(output_dir, prefix, s, num_shards))]
-    total = sum(len(shard_indices(len(entries), num_shards, s)) for s in todo)
+    todo = pending_shards(entries, output_dir, prefix, num_shards, shards)
     start = time.time()
     written = 0
-    with tqdm.tqdm(total=total, desc=f"masks {prefix} (worker {worker_index})", unit="img",
-                   disable=not progress) as bar:
-        for shard in todo:
+    with tqdm.tqdm(total=sum(map(len, todo.values())), unit="img", disable=not progress,
+                   desc=f"masks {prefix} (worker {worker_index})") as bar:
+        for shard, shard_entries in todo.items():
             path = shard_path(output_dir, prefix, shard, num_shards)
-            for stale in glob.glob(path + ".tmp-*"):  # left by a killed run
-                os.remove(stale)
-            shard_entries = [entries[i] for i in shard_indices(len(entries), num_shards, shard)]
             written += write_shard(shard_entries, predict_fn, path, image_size, batch_size, bar)
     return {"root": root, "num_examples": len(entries), "num_shards": num_shards,
             "shards_of_worker": len(shards), "shards_skipped": len(shards) - len(todo),

@@ -36,9 +36,18 @@ import skimage.filters
 import skimage.transform
 import threadpoolctl
 
-from relicv2_tf.saliency.superpixels import (COMPACTNESS, N_SEGMENTS, Superpixels, as_rgb_uint8,
-                                             colour_affinity, colour_distances, minmax,
-                                             superpixels, two_ring, with_boundary_clique)
+from relicv2_tf.saliency.superpixels import (
+    COMPACTNESS,
+    N_SEGMENTS,
+    Superpixels,
+    as_rgb_uint8,
+    colour_affinity,
+    colour_distances,
+    minmax,
+    superpixels,
+    two_ring,
+    with_boundary_clique,
+)
 
 PRIOR_NAMES = ("rbd", "mr", "dsr", "mc")
 MIN_SIDE = 32  # smaller images are upsampled to this side, their maps resized back

@@ -7,8 +7,9 @@ generate: masks (generate.source: the network or the fused priors) for every ima
 evaluate: label-free foreground / background check of priors vs network -> evaluate.json
 
 `run_stage(config, stage)` runs one and returns its JSON-able summary; `relicv2-saliency` is its
-command. Each stage imports what it needs when it runs: the priors stage (scipy / skimage, worker
-processes) never loads TensorFlow.
+command. `generate` also runs as an Apache Beam pipeline (`beam_runner`:
+saliency/beam_generate.py). Each stage imports what it needs when it runs: the priors stage
+(scipy / skimage, worker processes) never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _to_uint8(maps):
 GENERATE_SOURCES = ("network", "fused_priors")
 
 
-def _mask_source(config):
+def mask_source(config):
     """-> (predict_fn(uint8 [B, S, S, 3]) -> float [B, S, S] in [0, 1], S, figure title) for
     `generate.source`: the trained saliency network at its own input size, or the mean of the
     handcrafted priors (`handcrafted.fused_priors`) at `data.image_size`, the size the priors
@@ -130,9 +131,53 @@ def _mask_source(config):
         predict_fn = lambda batch: handcrafted.fused_priors(  # noqa: E731
             batch, p.names, p.n_segments, p.compactness)
         return predict_fn, config.data.image_size, "fused priors"
-    model, arch = network.load_saliency_network(os.path.join(config.workdir, "saliency_network"))
+    model, arch = network.load_saliency_network(
+        _local_directory(os.path.join(config.workdir, "saliency_network")))
     predict_fn = lambda batch: refine.predict_maps(model, batch, gen.batch_size)  # noqa: E731
     return predict_fn, arch["image_size"], "network"
+
+
+def _local_directory(directory: str) -> str:
+    """`directory` itself, or for a URL (gs://..., as the workers of a Beam run on a cluster
+    get it) a local copy of its files: Keras reads weights from local files."""
+    if "://" not in directory:
+        return directory
+    import tempfile
+
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(directory):
+        return directory  # load_saliency_network says what is missing
+    local = tempfile.mkdtemp(prefix="saliency_network_")
+    for name in tf.io.gfile.listdir(directory):
+        tf.io.gfile.copy(f"{directory.rstrip('/')}/{name}", os.path.join(local, name))
+    return local
+
+
+def check_generate_config(config):
+    """The generate stage's settings, checked before any work (ValueError naming the fix)."""
+    gen = config.generate
+    if gen.source not in GENERATE_SOURCES:
+        raise ValueError(f"generate.source={gen.source!r}: choose one of {GENERATE_SOURCES}.")
+    if not gen.data_root or not gen.output_dir:
+        raise ValueError("set --config.generate.data_root and --config.generate.output_dir.")
+
+
+def save_generate_figure(config, source=None) -> str | None:
+    """The sample figure (images, priors, generated masks) when the priors stage ran; its path.
+    `source`: `mask_source(config)` when the caller has it loaded."""
+    from relicv2_tf.saliency import generate
+
+    if not os.path.exists(os.path.join(config.workdir, "priors.npz")):
+        return None
+    predict_fn, image_size, title = source or mask_source(config)
+    gen = config.generate
+    images, priors = _read_priors(config.workdir)
+    k = gen.figure_samples
+    sample = np.stack([generate.resize_uint8(im, image_size) for im in images[:k]])
+    figure = gen.figure_path or os.path.join(config.workdir, "saliency_samples.png")
+    return generate.save_figure(figure, images[:k], {n: v[:k] for n, v in priors.items()},
+                                predict_fn(sample), k, last_title=title)
 
 
 def run_generate(config, num_workers: int | None = None, worker_index: int | None = None,
@@ -143,14 +188,12 @@ def run_generate(config, num_workers: int | None = None, worker_index: int | Non
     mean of the four handcrafted priors, computed on each image; needs no refine stage)."""
     from relicv2_tf.saliency import generate
 
+    check_generate_config(config)
     gen = config.generate
-    if gen.source not in GENERATE_SOURCES:
-        raise ValueError(f"generate.source={gen.source!r}: choose one of {GENERATE_SOURCES}.")
     num_workers = gen.num_workers if num_workers is None else num_workers
     worker_index = gen.worker_index if worker_index is None else worker_index
-    if not gen.data_root or not gen.output_dir:
-        raise ValueError("set --config.generate.data_root and --config.generate.output_dir.")
-    predict_fn, image_size, title = _mask_source(config)
+    source = mask_source(config)
+    predict_fn, image_size, _ = source
     results = [generate.generate_masks(
         os.path.join(gen.data_root, split), gen.output_dir, predict_fn, image_size,
         num_shards=gen.num_shards, num_workers=num_workers, worker_index=worker_index,
@@ -159,16 +202,26 @@ def run_generate(config, num_workers: int | None = None, worker_index: int | Non
         for split in gen.splits]
     summary = {"stage": "generate", "source": gen.source, "output_dir": gen.output_dir,
                "splits": results}
-    priors_path = os.path.join(config.workdir, "priors.npz")
-    if worker_index == 0 and os.path.exists(priors_path):
-        images, priors = _read_priors(config.workdir)
-        k = gen.figure_samples
-        sample = np.stack([generate.resize_uint8(im, image_size) for im in images[:k]])
-        figure = gen.figure_path or os.path.join(config.workdir, "saliency_samples.png")
-        summary["figure"] = generate.save_figure(
-            figure, images[:k], {n: v[:k] for n, v in priors.items()}, predict_fn(sample), k,
-            last_title=title)
+    if worker_index == 0:
+        figure = save_generate_figure(config, source)
+        if figure:
+            summary["figure"] = figure
     return summary
+
+
+def run_generate_on_beam(config, runner: str, beam_options=()) -> dict:
+    """The generate stage as an Apache Beam pipeline on `runner` (saliency/beam_generate.py);
+    Beam is an optional requirement, imported only here."""
+    import importlib
+
+    try:
+        beam_generate = importlib.import_module("relicv2_tf.saliency.beam_generate")
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("apache_beam"):
+            raise
+        raise ValueError(f"--beam_runner={runner} needs Apache Beam, which is not installed: "
+                         "pip install -r requirements-beam.txt") from error
+    return beam_generate.run(config, runner, beam_options)
 
 
 def run_evaluate(config, progress: bool = True) -> dict:
@@ -235,11 +288,23 @@ STAGES = {"priors": run_priors, "refine": run_refine, "generate": run_generate,
 
 
 def run_stage(config, stage: str, num_workers: int | None = None,
-              worker_index: int | None = None, progress: bool = True) -> dict:
+              worker_index: int | None = None, progress: bool = True,
+              beam_runner: str = "", beam_options=()) -> dict:
     """Runs one stage of the pipeline; returns its summary. `num_workers` / `worker_index` are
-    for `generate` (they override `config.generate`'s); `progress`: tqdm bars (False in logs)."""
+    for `generate` (they override `config.generate`'s); `beam_runner` (with `beam_options`, Beam
+    PipelineOptions flags) runs `generate` as a Beam pipeline instead; `progress`: tqdm bars
+    (False in logs)."""
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not one of {tuple(STAGES)}.")
+    if beam_options and not beam_runner:
+        raise ValueError("--beam_options needs --beam_runner=<runner>, e.g. DirectRunner.")
+    if beam_runner and stage != "generate":
+        raise ValueError(f"--beam_runner runs the generate stage only, not {stage!r}.")
+    if beam_runner:
+        if num_workers is not None or worker_index is not None:
+            raise ValueError("--num_workers / --worker_index split the generate stage by hand; "
+                             "with --beam_runner the runner spreads the shards: drop them.")
+        return run_generate_on_beam(config, beam_runner, beam_options)
     if stage == "generate":
         return run_generate(config, num_workers, worker_index, progress)
     if num_workers is not None or worker_index is not None:

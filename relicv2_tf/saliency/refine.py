@@ -28,13 +28,13 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from relicv2_tf.data.normalize import normalize_images
+from relicv2_tf.data.normalize import normalize_images, to_unit_float
 from relicv2_tf.optim import guard
 
 
 def to_network_input(images_uint8) -> tf.Tensor:
     """uint8 [N, S, S, 3] -> ImageNet-normalised float32 (what every model here consumes)."""
-    return normalize_images(tf.cast(images_uint8, tf.float32) / 255.0)
+    return normalize_images(to_unit_float(images_uint8))
 
 
 def _inference_fn(model: keras.Model):

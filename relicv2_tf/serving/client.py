@@ -33,8 +33,7 @@ def serving_apis():
     """(predict_pb2, prediction_service_pb2_grpc, grpc), imported lazily with a clear error."""
     try:
         import grpc
-        from tensorflow_serving.apis import predict_pb2
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     except ImportError as error:
         raise ImportError(
             "The gRPC client needs the optional `tensorflow-serving-api` package: "
@@ -220,6 +219,20 @@ def predict_rest(server: str, model_name: str, signature_name: str, inputs: dict
     return parse_rest_response(body)
 
 
+def predict_files(paths, *, server: str, protocol: str, model_name: str,
+                  version: int | None = None, signature: str = "serving_bytes",
+                  image_size: int = 224, resize_size: int | None = None,
+                  rest_format: str = "instances", timeout: float = 30.0) -> dict[str, np.ndarray]:
+    """Reads the image files, calls the server over `protocol` ("grpc" or "rest"), returns
+    {output name: array [N, ...]}."""
+    inputs = image_inputs(read_image_files(paths), signature, image_size, resize_size)
+    if protocol == "grpc":
+        return predict_grpc(server, model_name, signature, inputs, version, timeout)
+    if protocol == "rest":
+        return predict_rest(server, model_name, signature, inputs, version, rest_format, timeout)
+    raise ValueError(f"protocol={protocol!r}: use 'grpc' or 'rest'.")
+
+
 # ------------------------------------------------------------------------------ outputs
 
 
@@ -243,3 +256,19 @@ def top_k(probabilities, k: int = 5, class_names=None) -> list[list[dict]]:
                         "name": class_names[c] if class_names is not None else str(int(c)),
                         "probability": float(row[c])} for c in order])
     return result
+
+
+def format_results(paths, outputs: dict, k: int = 5, class_names=None,
+                   all_outputs: bool = False) -> list[dict]:
+    """One JSON-serialisable dict per image: {"image", "top_k"} when the model returns
+    probabilities (and every output too with `all_outputs`), else {"image", <output>: list}."""
+    rows = [{"image": path} for path in paths]
+    probabilities = outputs.get(export.PROBABILITIES)
+    if probabilities is not None:
+        for row, classes in zip(rows, top_k(probabilities, k, class_names)):
+            row["top_k"] = classes
+    if probabilities is None or all_outputs:
+        for name, values in outputs.items():
+            for row, value in zip(rows, values):
+                row[name] = value.tolist()
+    return rows

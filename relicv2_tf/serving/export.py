@@ -33,9 +33,9 @@ import uuid
 import keras
 import tensorflow as tf
 
-from relicv2_tf.data import eval_preprocess
-from relicv2_tf.data import normalize
+from relicv2_tf.data import eval_preprocess, normalize
 from relicv2_tf.data.image_checks import JPEG_MAGIC, PNG_MAGIC
+from relicv2_tf.models import encoder_io
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -281,3 +281,24 @@ def export_encoder(encoder: keras.Model, base_path: str, model_name: str,
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
     return final_dir
+
+
+def load_head(path: str) -> keras.Model:
+    """The `linear_head.keras` written by linear evaluation (uncompiled: it only predicts)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--linear_head={path} not found: pass the linear_head.keras that "
+                                "linear evaluation wrote in its output directory.")
+    return keras.models.load_model(path, compile=False)
+
+
+def export_encoder_directory(encoder_dir: str, base_path: str, model_name: str, *,
+                             linear_head: str | None = None, version: int | None = None,
+                             overwrite: bool = False, image_size: int = 224,
+                             resize_size: int | None = None) -> str:
+    """`export_encoder` of the encoder saved in `encoder_dir` (`models/encoder_io.py`) and of the
+    head saved at `linear_head` (optional): what `relicv2-export` does. Returns the version
+    directory written."""
+    encoder = encoder_io.load_encoder(encoder_dir)
+    head = load_head(linear_head) if linear_head else None
+    return export_encoder(encoder, base_path, model_name, version=version, overwrite=overwrite,
+                          head=head, image_size=image_size, resize_size=resize_size)
