@@ -66,7 +66,8 @@ def probe_classes(config) -> int:
 def make_optimizer(config, steps: int, steps_per_epoch: int):
     o = config.optimizer
     base_lr = o.base_learning_rate * config.training.batch_size / 256
-    schedule = schedules.WarmupCosine(base_lr, steps, int(o.warmup_epochs * steps_per_epoch))
+    warmup_steps = schedules.epochs_to_steps(o.warmup_epochs, steps_per_epoch)
+    schedule = schedules.WarmupCosine(base_lr, steps, warmup_steps)
     optimizer = lars.LARS(
         schedule, momentum=o.momentum, weight_decay=o.weight_decay, eeta=o.eeta,
         nesterov=o.nesterov, exclude_from_weight_decay=o.exclude_from_weight_decay,

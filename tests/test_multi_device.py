@@ -73,7 +73,8 @@ def test_pretrain_demo_mirrored_with_xla(tmp_path):
 
 def test_pretrain_byol_mirrored_end_to_end(tmp_path):
     # BYOL's EMA target is cross-replica state (updated in a merge_call).
-    out = _cli("pretrain", [*DEMO, *MIRRORED, f"--workdir={tmp_path}", "--config.method=byol",
+    byol_demo = ["--config=experiments/configs/demo.py:byol", *DEMO[1:]]
+    out = _cli("pretrain", [*byol_demo, *MIRRORED, f"--workdir={tmp_path}",
                             "--config.data.num_large_views=2", "--config.data.num_small_views=0",
                             "--config.data.mask_apply_prob=0", "--config.training.max_steps=4"])
     assert out.returncode == 0, out.stderr[-3000:]

@@ -150,6 +150,35 @@ def test_linear_eval_two_workers_writes_only_on_the_chief(tmp_path):
     assert np.isfinite(result["details"]["epoch_losses"]).all()
 
 
+TRAINING_EVALS = {
+    "finetune": ["--config=experiments/configs/finetune_imagenet_1pct.py",
+                 "--config.random_init=True", "--config.model.depth=18",
+                 "--config.model.width_multiplier=0.25", "--config.num_classes=10",
+                 "--config.data.source=digits", "--config.data.tfds_name=",
+                 "--config.test_data.source=digits", "--config.test_data.tfds_name=",
+                 "--config.test_split=test", "--config.resize_size=32",
+                 "--config.finetune.image_size=32", "--config.data.num_examples=128",
+                 "--config.finetune.batch_size=32", "--config.finetune.num_epochs=1",
+                 "--config.finetune.decay_epochs=()"],
+    "supervised": ["--config=experiments/configs/supervised_demo.py",
+                   "--config.supervised.num_epochs=1", "--config.data.num_examples=128"],
+}
+
+
+@pytest.mark.parametrize("protocol", sorted(TRAINING_EVALS))
+def test_finetune_and_supervised_two_workers_write_only_on_the_chief(protocol, tmp_path):
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    args = [*TRAINING_EVALS[protocol], f"--output_dir={out}", "--progress=false"]
+    codes = wait_all(start_workers(args, module=f"relicv2_tf.cli.{protocol}",
+                                   log_dir=str(logs)), TIMEOUT)
+    assert codes == [0, 0], _errors(logs)
+    files = workdir_files(out)
+    assert f"{protocol}.json" in files and not any("workertemp" in name for name in files), files
+    result = json.loads((out / f"{protocol}.json").read_text())
+    assert 0.0 < result["metrics"]["top1"] <= 1.0
+    assert all(result["summary"] in _read(logs / f"worker{i}.out") for i in range(2))
+
+
 # ------------------------------------------------------------------ in-process: the role rules
 def test_worker_roles_and_where_each_writes(tmp_path):
     from relicv2_tf import distribute

@@ -93,6 +93,7 @@ def test_sigkill_then_resume_reaches_the_same_step(tmp_path):
     (["--config.data.no_such_key=1"], "no_such_key"),
     (["--config.loss.num_negatives=64"], "num_negatives=64 must be < training.batch_size"),
     (["--config.method=dino"], "method='dino'"),
+    (["--config.method=moco_v2"], "experiments/configs/demo.py:moco_v2"),  # not moco's loss
 ])
 def test_bad_input_stops_with_a_clear_message(tmp_path, args, message):
     out = _run([*TINY, f"--workdir={tmp_path}", *args], timeout=300)

@@ -9,13 +9,17 @@ Two departures from the ImageNet recipe, both forced by the data, not the method
   * learning rate: LARS scales each layer's step to lr * eeta * ||w||; with the linear rule
     lr = base * B / 256 a batch of 128 makes that step 32x smaller than BYOL's at B = 4096, so the
     base rate is raised to 6.4 (lr * eeta = 3.2e-3, BYOL's value).
+
+Another method on the same data: `--config=experiments/configs/demo.py:byol` (the method's own
+loss section, `relicv2_tf.methods.METHODS`; its views as the method needs them are still set by
+flags, e.g. --config.data.num_large_views=2 --config.data.num_small_views=0).
 """
 
 from relicv2_tf import config as config_lib
 
 
-def get_config():
-    config = config_lib.get_default_config()
+def get_config(method: str = "relicv2"):
+    config = config_lib.get_default_config(method)
     config.data.source = "digits"
     config.data.split = "train"
     config.data.image_size = 32
@@ -30,7 +34,8 @@ def get_config():
     config.model.projector_hidden_dim = 256
     config.model.projector_output_dim = 64
     config.model.predictor_hidden_dim = 256
-    config.loss.num_negatives = 10
+    if method == "relicv2":
+        config.loss.num_negatives = 10
     config.optimizer.base_learning_rate = 6.4
     config.optimizer.warmup_epochs = 2
     config.training.batch_size = 128

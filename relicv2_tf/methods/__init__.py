@@ -195,7 +195,8 @@ def check_config(config, fail):
         fail(f"method={config.method!r} with loss keys {given}, not {config.method}'s "
              f"{expected}: a config file selects its method with relicv2_tf.config."
              f"get_default_config({config.method!r}), which gives the method's loss section "
-             "(--config.method alone keeps the loss section of the file's method).")
+             "(--config.method alone keeps the loss section of the file's method); the demo "
+             f"takes it as experiments/configs/demo.py:{config.method}.")
     method.check_config(config, fail)
 
 
