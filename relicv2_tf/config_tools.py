@@ -34,11 +34,6 @@ RESUME_ALLOWED_WITH_FLAG = (
 )
 
 
-def config_file_path(spec: str) -> str:
-    """`path/to/config.py[:args]` -> the file path."""
-    return spec.split(":", 1)[0]
-
-
 def load_config_file(spec: str):
     """`get_config(*args)` of a config file `path[:arg,...]` (as ml_collections' config_flags
     calls it); raises FileNotFoundError / ValueError with the file named."""
