@@ -294,10 +294,34 @@ def _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progres
             raise saver.failure
     saver.set_model(model)
     saver.save()
+    summary_path = os.path.join(workdir, "pretrain_summary.json")
+    history_steps, history = _with_earlier_history(
+        summary_path, start_step, [min(steps, (e + 1) * interval)
+                                   for e in range(start_step // interval, -(-steps // interval))
+                                   if start_step < steps],
+        {k: [float(v) for v in vals] for k, vals in history.items()})
     summary = {"steps": distribute.read_int(model.optimizer.iterations), "encoder_dir": encoder_dir,
-               "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+               "history": history, "history_steps": history_steps,
                "seconds": time.time() - started}
     if role.is_chief:
-        with open(os.path.join(workdir, "pretrain_summary.json"), "w") as f:
+        with open(summary_path, "w") as f:
             json.dump(summary, f, indent=2)
     return model, summary
+
+
+def _with_earlier_history(summary_path, start_step, steps, history):
+    """This run's per-interval history (`steps[i]` ends interval i) after the entries of an
+    earlier summary in the workdir up to `start_step`: a rerun after completion keeps the
+    history, and a run continued to more steps extends it. A run resumed after a kill has no
+    earlier summary: its history starts at the resumed step, as `history_steps` says."""
+    try:
+        with open(summary_path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return steps, history
+    keep = sum(step <= start_step for step in earlier.get("history_steps", []))
+    if not keep:
+        return steps, history
+    names = set(earlier["history"]) & set(history) if steps else set(earlier["history"])
+    return (earlier["history_steps"][:keep] + steps,
+            {k: earlier["history"][k][:keep] + history.get(k, []) for k in sorted(names)})

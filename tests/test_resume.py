@@ -208,3 +208,22 @@ def test_killed_runs_resume_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert len(expected) == len(weights)
     assert all(np.array_equal(x, y) for x, y in zip(expected, weights))
     assert json.loads((run / "pretrain_summary.json").read_text())["steps"] == 6
+
+
+def test_a_continued_run_extends_the_summary_history(tmp_path):
+    from relicv2_tf import train
+
+    path = tmp_path / "pretrain_summary.json"
+    new = {"loss": [0.5], "knn_top1": [0.4]}
+    assert train._with_earlier_history(str(path), 4, [6], new) == ([6], new)  # no summary
+    path.write_text(json.dumps({"history_steps": [2, 4, 6],
+                                "history": {"loss": [3.0, 2.0, 1.0], "lr": [1, 1, 1]}}))
+    # Continued from step 4 (say, with more max_steps): the earlier entries up to step 4 first;
+    # a name that only one of the two runs logged is dropped (its list would not line up).
+    assert train._with_earlier_history(str(path), 4, [6, 8], {"loss": [0.5, 0.4]}) == (
+        [2, 4, 6, 8], {"loss": [3.0, 2.0, 0.5, 0.4]})
+    # A rerun after completion trains nothing and keeps everything.
+    assert train._with_earlier_history(str(path), 6, [], {}) == (
+        [2, 4, 6], {"loss": [3.0, 2.0, 1.0], "lr": [1, 1, 1]})
+    path.write_text("{not json")
+    assert train._with_earlier_history(str(path), 6, [], {}) == ([], {})
