@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from relicv2_tf import checkpointing, config_tools, distribute, train_logging
+from relicv2_tf import atomic, checkpointing, config_tools, distribute, train_logging
 from relicv2_tf import config as config_lib
 from relicv2_tf.data import sources, views
 from relicv2_tf.evaluation import knn_report
@@ -198,10 +198,8 @@ def _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progres
     check_resume(config, workdir, allow_config_changes)
     os.makedirs(workdir, exist_ok=True)
     if role.is_chief:  # atomically: the other workers' resume guard may be reading it
-        path = os.path.join(workdir, "config.json")
-        with open(path + ".tmp", "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-        os.replace(path + ".tmp", path)
+        atomic.write_text(os.path.join(workdir, "config.json"),
+                          config.to_json_best_effort(indent=2))
 
     num_examples = sources.num_examples(config.data)
     steps_per_epoch = max(1, num_examples // config.training.batch_size)
@@ -304,8 +302,7 @@ def _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progres
                "history": history, "history_steps": history_steps,
                "seconds": time.time() - started}
     if role.is_chief:
-        with open(summary_path, "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.write_json(summary_path, summary, indent=2)
     return model, summary
 
 

@@ -7,10 +7,9 @@ resolution), so the gap measures what pretraining learned, not the preprocessing
 
 from __future__ import annotations
 
-import json
 import os
 
-from relicv2_tf import distribute, train_logging
+from relicv2_tf import atomic, distribute, train_logging
 from relicv2_tf.data import eval_preprocess, sources
 from relicv2_tf.evaluation import batches, features, inputs, knn
 from relicv2_tf.models import encoder_io
@@ -122,8 +121,7 @@ def _report_on_chief(config, workdir, step, encoder_dir, strategy):
     result = compare_with_random_init(config, encoder_dir, k=e.knn_k,
                                       temperature=e.knn_temperature,
                                       max_examples=e.knn_max_examples)
-    with open(os.path.join(workdir, "knn_eval.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic.write_json(os.path.join(workdir, "knn_eval.json"), result, indent=2)
     train_logging.write_scalars(os.path.join(workdir, "tensorboard", "train"), step,
                                 {"final_knn_top1": result["pretrained_top1"],
                                  "final_knn_top1_random_init": result["random_init_top1"]})

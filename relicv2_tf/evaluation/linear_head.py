@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 
+from relicv2_tf import atomic
 from relicv2_tf.evaluation import features as features_lib
 from relicv2_tf.evaluation import results
 
@@ -32,9 +33,8 @@ def save_head(head: keras.Model, output_dir: str) -> str:
     """Writes `<output_dir>/linear_head.keras` (via a temporary name); returns its path."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, HEAD_FILE)
-    tmp = os.path.join(output_dir, "tmp-" + HEAD_FILE)
-    head.save(tmp)
-    os.replace(tmp, path)
+    with atomic.temporary_path(path) as tmp:
+        head.save(tmp)
     return path
 
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from relicv2_tf import distribute
+from relicv2_tf import atomic, distribute
 
 
 def top_k_predictions(scores, k: int = 5) -> np.ndarray:
@@ -125,10 +125,7 @@ def write_result(output_dir: str, protocol: str, metrics: dict, *, config=None,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     path = os.path.join(output_dir, f"{protocol}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=False, allow_nan=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, record, indent=2, sort_keys=False, allow_nan=True)
     if print_summary:
         print(line, flush=True)
     return line

@@ -12,6 +12,7 @@ import os
 
 import keras
 
+from relicv2_tf import atomic
 from relicv2_tf.models import resnet as resnet_lib
 
 WEIGHTS_FILE = "encoder.weights.h5"
@@ -35,13 +36,9 @@ def save_model_directory(model: keras.Model, config: dict, directory: str, weigh
     """Writes `model`'s weights and `config` (JSON) into `directory`, each to a temporary name
     then renamed, so a crash leaves either the previous files or the new ones."""
     os.makedirs(directory, exist_ok=True)
-    weights_tmp = os.path.join(directory, "tmp-" + weights_file)
-    model.save_weights(weights_tmp)
-    os.replace(weights_tmp, os.path.join(directory, weights_file))
-    config_tmp = os.path.join(directory, "tmp-" + config_file)
-    with open(config_tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(config_tmp, os.path.join(directory, config_file))
+    with atomic.temporary_path(os.path.join(directory, weights_file)) as tmp:
+        model.save_weights(tmp)
+    atomic.write_json(os.path.join(directory, config_file), config, indent=2, sort_keys=True)
     return directory
 
 

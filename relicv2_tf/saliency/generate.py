@@ -26,6 +26,8 @@ import numpy as np
 import tqdm
 from PIL import Image
 
+from relicv2_tf import atomic
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -243,9 +245,7 @@ def export_mask_folder(shard_pattern: str, mask_root: str) -> int:
         if os.path.exists(path):
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(f"{path}.tmp", "wb") as f:
-            f.write(example["mask"].numpy())
-        os.replace(f"{path}.tmp", path)
+        atomic.write_bytes(path, example["mask"].numpy())
     return count
 
 
