@@ -759,7 +759,9 @@ def write_table():
                   f"it + {COLLAPSE_MARGIN:.0f} points is marked collapsed.\n\n")
     paired = ("Paired comparisons (percentage points, a - b; per seed, then the mean with its "
               "95 % Student-t interval, its p and the Holm-adjusted p over every row of this "
-              "table; for kNN and linear where both runs kept their per-image predictions, the "
+              "table (a row of one seed, or whose per-seed differences all tie, has no spread "
+              "to estimate: no interval, no p, not in the family); for kNN and linear where "
+              "both runs kept their per-image predictions, the "
               "images only a / only b classifies right pooled over those seeds, McNemar's exact "
               "p (Holm over its own family) and a bootstrap over val images):\n\n"
               + comparison_table())

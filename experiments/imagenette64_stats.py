@@ -42,8 +42,10 @@ def paired_t(differences, confidence: float = 0.95) -> dict:
     Statistics, 10.5; scipy.stats.ttest_rel on the two cells' values gives the same t, p and
     interval). Returns dict(mean, std, low, high, t, p, n, per_seed); std, low, high, t and p are
     None for fewer than two seeds (no spread to estimate), mean is None for none. When every
-    difference is the same, std = 0 and the interval is that value: t = 0, p = 1 if it is zero,
-    else t = +-inf, p = 0 (scipy returns NaN / inf with a warning there).
+    difference is the same (accuracies are multiples of 1 / 3,925, so two seeds can tie), std = 0
+    and the t statistic is undefined: low, high, t and p stay None, as for one seed, and the
+    row is left out of the Holm family (scipy returns NaN / inf with a warning there; a p of 0
+    would claim certainty from a tie).
     """
     d = np.asarray(differences, np.float64).reshape(-1)
     n = int(d.size)
@@ -52,15 +54,13 @@ def paired_t(differences, confidence: float = 0.95) -> dict:
     if n < 2:
         return result
     if np.all(d == d[0]):  # exactly: np.std of equal floats can be a rounding error, not 0
-        std = half_width = 0.0
-        mean = result["mean"] = float(d[0])
-        t, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
-    else:
-        mean, std = result["mean"], float(np.std(d, ddof=1))
-        standard_error = std / math.sqrt(n)
-        half_width = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * standard_error
-        t = mean / standard_error
-        p = float(2 * stats.t.sf(abs(t), n - 1))
+        result.update(mean=float(d[0]), std=0.0)
+        return result
+    mean, std = result["mean"], float(np.std(d, ddof=1))
+    standard_error = std / math.sqrt(n)
+    half_width = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * standard_error
+    t = mean / standard_error
+    p = float(2 * stats.t.sf(abs(t), n - 1))
     result.update(std=std, low=mean - half_width, high=mean + half_width, t=float(t), p=p)
     return result
 
