@@ -772,6 +772,10 @@ def write_table():
                  "core-hours (each run's training estimated from its cell's records, plus "
                  f"{EVAL_MINUTES:.0f} min of evaluation): "
                  + (", ".join(f"{c} s{s}" for c, s, _ in left) or "none") + ".")
+    if any(c.endswith(",better") for c, *_ in left):
+        left_text += (" Not counted: the better masks (fused priors over every train and val "
+                      "image), made once before the first `relicv2,better` run (their cost per "
+                      "image: docs/BENCHMARKS.md, mask generation).")
     table = (f"{marker}\n{header}\n" + "\n".join(rows) + f"\n\n{floor_text}{sets}\n\n"
              f"{paired}\n\n{left_text}\n{marker}")
     if os.path.exists(RESULTS_MD):
