@@ -293,10 +293,11 @@ def _pretrain(config, workdir, strategy, role, extra_callbacks, verbose, progres
     saver.set_model(model)
     saver.save()
     summary_path = os.path.join(workdir, "pretrain_summary.json")
+    trained_steps = ([min(steps, (e + 1) * interval)  # the step each Keras epoch ended at
+                      for e in range(start_step // interval, -(-steps // interval))]
+                     if start_step < steps else [])
     history_steps, history = _with_earlier_history(
-        summary_path, start_step, [min(steps, (e + 1) * interval)
-                                   for e in range(start_step // interval, -(-steps // interval))
-                                   if start_step < steps],
+        summary_path, start_step, trained_steps,
         {k: [float(v) for v in vals] for k, vals in history.items()})
     summary = {"steps": distribute.read_int(model.optimizer.iterations), "encoder_dir": encoder_dir,
                "history": history, "history_steps": history_steps,
